@@ -1,0 +1,67 @@
+"""The one helper that runs subprocesses: logs the command, captures output, raises with its tail."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cema.errors import CommandFailedError
+
+log = logging.getLogger(__name__)
+OUTPUT_TAIL_LINES = 25
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_TOKEN_PATH = re.compile(r"/t/[^/\s]+/")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in URLs (``user:pass@``, anaconda.org ``/t/<token>/``)."""
+    return _TOKEN_PATH.sub("/t/***/", _SECRET_IN_URL.sub(r"\g<scheme>***@", text))
+
+
+def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run(
+    cmd: Sequence[str | Path],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    hint: str | None = None,
+    timeout_s: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` (no shell), capturing output; ``CommandFailedError`` names ``what`` failed."""
+    argv = [str(c) for c in cmd]
+    log.debug("running: %s", redact(" ".join(argv)))
+    try:
+        proc = subprocess.run(
+            argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise CommandFailedError(f"{what} failed: {argv[0]} was not found.", hint=hint) from None
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailedError(
+            f"{what} did not finish within {timeout_s:.0f} s.",
+            output_tail=redact(tail(str(exc.stderr or ""))),
+            hint=hint,
+        ) from None
+    if proc.returncode != 0:
+        output = (proc.stderr or "") + (proc.stdout or "")
+        raise CommandFailedError(
+            f"{what} failed (exit code {proc.returncode}):",
+            returncode=proc.returncode,
+            output_tail=redact(tail(output)),
+            hint=hint,
+        )
+    return proc

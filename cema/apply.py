@@ -1,0 +1,188 @@
+"""Run a plan: build in staging, publish by rename, pip layer, receipt last, all under a lock."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from cema import activation
+from cema.engines import uv
+from cema.engines.base import Engine, NullReporter, Reporter
+from cema.lock import LockedEnv, LockedPlatform, Lockfile
+from cema.plan import Create, Plan, Remove, Target, Update, make_plan
+from cema.store import Receipt, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resolved:
+    """One env's target for this machine: its locked content and its prefix address."""
+
+    env: str
+    content: LockedPlatform
+    address: str
+    interpreter: uv.Interpreter | None = None
+
+    def target(self) -> Target:
+        """The planner's view of it."""
+        packages = {r.name: r.version for r in self.content.conda}
+        packages.update({r.name: r.version for r in self.content.pip})
+        return Target(env=self.env, address=self.address, kind=self.content.kind, packages=packages)
+
+
+def resolve_targets(
+    lock: Lockfile, names: Sequence[str], *, platform: str, download_python: bool = True
+) -> list[Resolved]:
+    """The locked content and address of each env on ``platform`` (venvs: with their interpreter)."""
+    out = []
+    for name in names:
+        locked: LockedEnv = lock.env(name)
+        content = locked.for_platform(platform)
+        interpreter = None
+        address = content.content_hash
+        if content.kind == "venv":
+            interpreter = uv.find_interpreter(locked.python, download=download_python)
+            # a venv points at its base interpreter: another interpreter is other content
+            address = xxhash.xxh3_128_hexdigest(f"{address}|{interpreter.identity}".encode())[:24]
+        out.append(Resolved(env=name, content=content, address=address, interpreter=interpreter))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SyncResult:
+    """What a sync did: its plan and the prefix each env now points at."""
+
+    plan: Plan
+    prefixes: Mapping[str, Path] = field(default_factory=dict)
+
+
+def plan_sync(
+    store: Store,
+    lock: Lockfile,
+    resolved: Sequence[Resolved],
+    *,
+    prune: bool = False,
+) -> Plan:
+    """Read the store (receipts only, never package files) and make the plan."""
+    registration = store.registration(lock.path) if lock.path else None
+    last = dict(registration.envs) if registration else {}
+    addresses = {r.address for r in resolved} | set(last.values())
+    ready = {a: rec for a in addresses if (rec := store.receipt(a)) is not None}
+    selected = {r.env for r in resolved}
+    # envs not synced this time but still locked keep their prefixes
+    kept = {a for env, a in last.items() if env not in selected and env in lock.envs}
+    elsewhere = store.referenced(excluding=lock.path) if prune and lock.path else set()
+    return make_plan(
+        [r.target() for r in resolved],
+        ready=ready,
+        last_synced=last,
+        referenced_elsewhere=elsewhere | kept,
+        prune=prune,
+    )
+
+
+def _clear_leftovers(store: Store, address: str) -> None:
+    """Remove what a killed build of ``address`` left (we hold its lock: nobody else builds it)."""
+    final = store.prefix(address)
+    if final.exists():
+        log.info("removing the incomplete prefix %s left by an interrupted sync", final)
+        store.discard(final)
+    staging_dir = store.root / "staging"
+    if staging_dir.is_dir():
+        for leftover in staging_dir.glob(f"{address}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Reporter) -> Path:
+    """Build and publish one prefix, unless another process did it while we waited."""
+    final = store.prefix(item.address)
+    with store.prefix_lock(item.address):
+        if store.receipt(item.address) is not None:
+            log.info("%s was built by another sync meanwhile", final)
+            return final
+        _clear_leftovers(store, item.address)
+        staging = store.new_staging(item.address)
+        content = item.content
+        log.info("building %s (%s) at %s", item.env, content.kind, final)
+        try:
+            if content.kind == "venv":
+                assert item.interpreter is not None
+                uv.create_venv(item.interpreter, staging)
+            else:
+                engine.install(
+                    records=content.conda,
+                    staging=staging,
+                    final=final,
+                    package_cache=store.package_cache,
+                    platform=content.platform,
+                    reporter=reporter,
+                )
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            # the pip layer goes in after publish so its scripts name the final path
+            env = activation.activated_environ(final, kind=content.kind, name=item.env)
+            uv.install_pip(final, content.pip, env=env)
+            activation.write_activation_cache(final, content.kind)
+            store.write_receipt(
+                final,
+                Receipt(
+                    address=item.address,
+                    kind=content.kind,
+                    platform=content.platform,
+                    conda=tuple((r.name, r.version) for r in content.conda),
+                    pip=tuple((r.name, r.version) for r in content.pip),
+                    python=item.interpreter.version if item.interpreter else content.python_version(),
+                    engine=engine.name,
+                    created=time.time(),
+                ),
+            )
+        except BaseException:
+            store.discard(final)
+            raise
+    return final
+
+
+def apply_plan(
+    store: Store,
+    lock: Lockfile,
+    plan: Plan,
+    resolved: Sequence[Resolved],
+    *,
+    engine: Engine,
+    reporter: Reporter | None = None,
+) -> SyncResult:
+    """Carry out ``plan``: build what is missing, remove what was pruned, register the project."""
+    reporter = reporter or NullReporter()
+    by_env = {r.env: r for r in resolved}
+    builds = plan.builds
+    if builds:
+        reporter.start(total=len(builds), label=f"building {len(builds)} environment(s)")
+    for action in plan.actions:
+        match action:
+            case Create() | Update(build=True):
+                build_prefix(store, by_env[action.env], engine=engine, reporter=NullReporter())
+                reporter.advance(step=action.env)
+            case Remove(address=address):
+                log.info("removing %s", store.prefix(address))
+                store.remove_prefix(address)
+    if builds:
+        reporter.finish()
+    prefixes = {r.env: store.prefix(r.address) for r in resolved}
+    if lock.path is not None:
+        registration = store.registration(lock.path)
+        envs = {k: v for k, v in (registration.envs if registration else {}).items() if k in lock.envs}
+        envs.update({r.env: r.address for r in resolved})
+        store.register(lock.path, envs)
+    return SyncResult(plan=plan, prefixes=prefixes)

@@ -1,0 +1,313 @@
+"""The ``cema`` command line: argparse commands over the library; the only module that prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from cema import __version__
+from cema.errors import CemaError
+
+if TYPE_CHECKING:
+    from cema.plan import Plan
+    from cema.project import Project
+
+log = logging.getLogger("cema")
+
+STARTER = """\
+# Cema project: `cema lock` resolves it into cema.lock, `cema sync` builds the environments.
+version: 1
+channels: [conda-forge]
+platforms: [{platform}]
+environments:
+  default:
+    python: "3.11"
+    conda: []
+    pip: []
+"""
+
+
+class BarReporter:
+    """A one-line progress bar on stderr (only used on a TTY)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.total = 0
+        self.done = 0
+        self.label = ""
+
+    def start(self, *, total: int, label: str) -> None:
+        """Begin a phase."""
+        self.total, self.done, self.label = total, 0, label
+        self._draw("")
+
+    def advance(self, *, step: str) -> None:
+        """One step done."""
+        self.done += 1
+        self._draw(step)
+
+    def finish(self) -> None:
+        """End the phase and clear the line."""
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+    def _draw(self, step: str) -> None:
+        filled = int(self.WIDTH * self.done / max(self.total, 1))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r\033[K{self.label} [{bar}] {self.done}/{self.total} {step}")
+        self.stream.flush()
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _project(args: argparse.Namespace) -> Project:
+    from cema.project import Project
+
+    return Project.load(args.project, store=args.store)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starting ``cema.yaml``."""
+    from cema.spec import SPEC_FILENAME, current_platform
+
+    folder = Path(args.project or ".")
+    target = folder if folder.suffix in (".yaml", ".yml") else folder / SPEC_FILENAME
+    if target.exists():
+        raise CemaError(f"{target} already exists.", hint="edit it, or remove it first.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(STARTER.format(platform=current_platform()), encoding="utf-8")
+    print(f"wrote {target}: add dependencies, then run `cema lock`.")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """Resolve ``cema.yaml`` into ``cema.lock`` (or check that it is up to date)."""
+    project = _project(args)
+    if args.check:
+        project.check()
+        print(f"{project.lock_path} is up to date.")
+        return 0
+    upgrade: Sequence[str] | bool = False
+    if args.upgrade is not None:
+        upgrade = args.upgrade or True
+    lock = project.lock(upgrade=upgrade)
+    print(f"locked {len(lock.envs)} environment(s) into {project.lock_path}")
+    return 0
+
+
+def _print_plan(plan: Plan, project: Project) -> None:
+    from cema.plan import Create, Remove, Reuse, Update
+
+    for action in plan.actions:
+        match action:
+            case Create(env=env, address=address, kind=kind):
+                print(f"create  {env} ({kind}) -> {project.store.prefix(address)}")
+            case Update():
+                how = "build" if action.build else "reuse"
+                print(f"update  {action.env} ({action.kind}, {how}) -> "
+                      f"{project.store.prefix(action.address)}")
+                for line in action.diff.lines():
+                    print(f"          {line}")
+            case Reuse(env=env, address=address):
+                print(f"reuse   {env} -> {project.store.prefix(address)}")
+            case Remove(address=address, was=was):
+                print(f"remove  {project.store.prefix(address)}" + (f" (was {was})" if was else ""))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Show what ``cema sync`` would do."""
+    project = _project(args)
+    plan = project.plan(names=args.env or (), prune=args.prune, mode="locked")
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        _print_plan(plan, project)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Make the store match the lock."""
+    project = _project(args)
+    mode = "frozen" if args.frozen else "locked" if args.locked else "auto"
+    reporter = BarReporter(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    result = project.sync(names=args.env or (), mode=mode, prune=args.prune, reporter=reporter)
+    if not args.quiet:
+        if result.plan.is_noop:
+            print(f"{len(result.prefixes)} environment(s) up to date.")
+        else:
+            _print_plan(result.plan, project)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List the project's envs and where they are built."""
+    project = _project(args)
+    registration = project.store.registration(project.lock_path)
+    for name, env in sorted(project.spec.environments.items()):
+        address = registration.envs.get(name) if registration else None
+        receipt = project.store.receipt(address) if address else None
+        where = str(project.store.prefix(address)) if receipt and address else "not synced"
+        count = f"{len(receipt.packages())} packages" if receipt else ""
+        print(f"{name:20} {env.resolved_kind:6} {count:14} {where}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a command inside an activated env."""
+    from cema.activation import activated_environ
+
+    project = _project(args)
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise CemaError("no command given.", hint="cema run NAME -- COMMAND [ARGS...]")
+    env_spec = project.spec.env(args.name)
+    prefix = project.prefix(args.name)
+    receipt = project.store.receipt(prefix.name)
+    kind = receipt.kind if receipt else env_spec.resolved_kind
+    env = activated_environ(prefix, kind=kind, name=args.name, variables=env_spec.variables)
+    exe = shutil.which(command[0], path=env["PATH"]) or command[0]
+    try:
+        return subprocess.call([exe, *command[1:]], env=env)
+    except FileNotFoundError:
+        raise CemaError(
+            f"{command[0]!r} was not found in environment {args.name!r}.",
+            hint="check the spelling, or add the package that provides it.",
+        ) from None
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove prefixes that no registered project references."""
+    from cema.store import Store
+
+    store = Store(args.store) if args.store else _gc_store(args)
+    referenced = store.referenced()
+    unused = sorted(a for a in store.inventory() if a not in referenced)
+    for address in unused:
+        print(("would remove " if args.dry_run else "removing ") + str(store.prefix(address)))
+        if not args.dry_run:
+            store.remove_prefix(address)
+    if not args.dry_run:
+        store.sweep_staging(older_than_s=0 if args.all_staging else 24 * 3600.0)
+    print(f"{len(unused)} unused prefix(es) " + ("found." if args.dry_run else "removed."))
+    return 0
+
+
+def _gc_store(args: argparse.Namespace) -> Any:
+    from cema.store import Store
+
+    try:
+        return _project(args).store
+    except CemaError:
+        return Store()
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
+def _common_options(default: Any) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (SUPPRESS keeps the first one given)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", "-p", metavar="PATH", default=default,
+                        help="cema.yaml or its folder (default: search from the cwd upwards)")
+    common.add_argument("--store", metavar="PATH", default=default,
+                        help="the store (default: `store:` in cema.yaml, else $CEMA_HOME, else"
+                        " the user cache dir)")
+    common.add_argument("-v", "--verbose", action="count",
+                        default=0 if default is None else default, help="more detail")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        default=False if default is None else default, help="print only errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    common = _common_options(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog="cema", description="Declarative, locked, content-addressed conda and pip envs.",
+        parents=[_common_options(None)],
+    )
+    parser.add_argument("--version", action="version", version=f"cema {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")
+    p.add_argument("--check", action="store_true",
+                   help="fail if cema.lock is out of date, without solving")
+    p.add_argument("--upgrade", nargs="*", metavar="NAME",
+                   help="resolve these envs (all when none named) again even if unchanged")
+    p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("plan", parents=[common], help="show what sync would do")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--prune", action="store_true", help="include removals")
+    p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--locked", action="store_true", help="fail if cema.lock is out of date")
+    mode.add_argument("--frozen", action="store_true",
+                      help="install cema.lock as it is: no freshness check, no solve")
+    p.add_argument("--prune", action="store_true",
+                   help="remove prefixes this project no longer uses")
+    p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", parents=[common], help="run a command in an activated env")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("gc", parents=[common], help="remove prefixes no project references")
+    p.add_argument("--dry-run", action="store_true", help="only list them")
+    p.add_argument("--all-staging", action="store_true", help="also clear recent staging dirs")
+    p.set_defaults(func=cmd_gc)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
+                                         logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cema`` command: user errors print ``error:``/``hint:`` and exit 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args))
+    except CemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

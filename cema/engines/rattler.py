@@ -1,0 +1,227 @@
+"""The embedded engine: py-rattler solves and installs (the only module importing rattler)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import os
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import rattler
+
+from cema.engines.base import Reporter
+from cema.errors import EngineError, SolveError
+from cema.lock import CondaRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Virtual packages assumed when locking for a platform other than this machine's (as pixi does).
+DEFAULT_GLIBC = "2.28"
+DEFAULT_LINUX = "4.18"
+DEFAULT_OSX = {"osx-64": "10.15", "osx-arm64": "11.0"}
+_ARCHSPEC = {
+    "64": "x86_64",
+    "aarch64": "aarch64",
+    "arm64": "arm64",
+    "ppc64le": "ppc64le",
+}
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a rattler coroutine from synchronous code (also inside a running event loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _generic(name: str, version: str, build: str = "0") -> rattler.GenericVirtualPackage:
+    return rattler.GenericVirtualPackage(
+        rattler.PackageName(name), rattler.Version(version), build
+    )
+
+
+def virtual_packages(platform: str, host_platform: str) -> list[Any]:
+    """Virtual packages to solve against: detected on this machine, assumed for others.
+
+    ``CEMA_OVERRIDE_CUDA``, ``CEMA_OVERRIDE_GLIBC`` and ``CEMA_OVERRIDE_OSX`` override both
+    (an empty ``CEMA_OVERRIDE_CUDA`` means no CUDA), like conda's ``CONDA_OVERRIDE_*``.
+    """
+    env = os.environ
+    if platform == host_platform:
+        overrides = rattler.VirtualPackageOverrides(
+            cuda=rattler.Override.env_var("CEMA_OVERRIDE_CUDA"),
+            libc=rattler.Override.env_var("CEMA_OVERRIDE_GLIBC"),
+            osx=rattler.Override.env_var("CEMA_OVERRIDE_OSX"),
+        )
+        return [vp.into_generic() for vp in rattler.VirtualPackage.detect(overrides=overrides)]
+    os_name, _, arch = platform.partition("-")
+    out = []
+    if os_name in ("linux", "osx"):
+        out.append(_generic("__unix", "0"))
+    if os_name == "linux":
+        out.append(_generic("__linux", DEFAULT_LINUX))
+        out.append(_generic("__glibc", env.get("CEMA_OVERRIDE_GLIBC") or DEFAULT_GLIBC))
+    elif os_name == "osx":
+        out.append(_generic("__osx", env.get("CEMA_OVERRIDE_OSX") or DEFAULT_OSX[platform]))
+    elif os_name == "win":
+        out.append(_generic("__win", "0"))
+    if env.get("CEMA_OVERRIDE_CUDA"):
+        out.append(_generic("__cuda", env["CEMA_OVERRIDE_CUDA"]))
+    out.append(_generic("__archspec", "1", _ARCHSPEC.get(arch, arch)))
+    return out
+
+
+def _to_record(rec: Any) -> CondaRecord:
+    noarch = rec.noarch
+    timestamp = rec.timestamp
+    return CondaRecord(
+        name=rec.name.normalized,
+        version=str(rec.version),
+        build=str(rec.build),
+        build_number=int(rec.build_number),
+        subdir=str(rec.subdir),
+        noarch="python" if noarch.python else ("generic" if noarch.generic else None),
+        depends=tuple(str(d) for d in rec.depends),
+        constrains=tuple(str(c) for c in rec.constrains),
+        channel=str(rec.channel or ""),
+        url=str(rec.url),
+        sha256=rec.sha256.hex() if rec.sha256 else "",
+        md5=rec.md5.hex() if rec.md5 else None,
+        size=rec.size,
+        timestamp=int(timestamp.timestamp() * 1000) if timestamp else None,
+    )
+
+
+def _from_record(rec: CondaRecord) -> Any:
+    package = rattler.PackageRecord(
+        name=rec.name,
+        version=rec.version,
+        build=rattler.BuildString(rec.build),
+        build_number=rec.build_number,
+        subdir=rec.subdir,
+        noarch=rattler.NoArchType(rec.noarch) if rec.noarch else None,
+        depends=list(rec.depends),
+        constrains=list(rec.constrains),
+        sha256=bytes.fromhex(rec.sha256),
+        md5=bytes.fromhex(rec.md5) if rec.md5 else None,
+        size=rec.size,
+    )
+    if rec.timestamp is not None:
+        package.timestamp = dt.datetime.fromtimestamp(rec.timestamp / 1000, tz=dt.timezone.utc)
+    return rattler.RepoDataRecord(package, rec.file_name, rec.url, rec.channel)
+
+
+def _verify_local_archive(rec: CondaRecord) -> None:
+    """Check the sha256 of a ``file://`` archive: rattler only checks what it downloads."""
+    path = Path(unquote(urlparse(rec.url).path))
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise EngineError(
+            f"cannot read {path} for {rec.name} {rec.version} ({exc.strerror}).",
+            hint="is the local channel still where the lock says? Run `cema lock` if it moved.",
+        ) from None
+    if digest.hexdigest() != rec.sha256:
+        raise EngineError(
+            f"the archive {path} does not have the sha256 the lock records for"
+            f" {rec.name} {rec.version}: the file or the lock was changed.",
+            hint="run `cema lock` to resolve again from the channel as it is now.",
+        )
+
+
+class RattlerEngine:
+    """Solve with ``rattler.solve`` and build prefixes with ``rattler.install``."""
+
+    name = "rattler"
+
+    def __init__(self, *, host_platform: str | None = None) -> None:
+        self.host_platform = host_platform or str(rattler.Subdir.current())
+
+    def solve(
+        self,
+        *,
+        specs: Sequence[str],
+        channels: Sequence[str],
+        platform: str,
+        locked: Sequence[CondaRecord] = (),
+    ) -> list[CondaRecord]:
+        """Resolve ``specs`` for ``platform`` (plus ``noarch``) from ``channels``."""
+        try:
+            match_specs = [rattler.MatchSpec(s) for s in specs]
+        except Exception as exc:
+            raise SolveError(f"{exc}.", hint="check the conda specs in cema.yaml.") from None
+        try:
+            solved = _run(
+                rattler.solve(
+                    sources=[rattler.Channel(c) for c in channels],
+                    specs=match_specs,
+                    platforms=[platform, "noarch"],
+                    locked_packages=[_from_record(r) for r in locked],
+                    virtual_packages=virtual_packages(platform, self.host_platform),
+                )
+            )
+        except Exception as exc:
+            kind = type(exc).__name__
+            text = str(exc).strip()
+            if "Gateway" in kind or "FetchRepoData" in kind or "IoError" in kind:
+                raise SolveError(
+                    f"cannot read the channels {', '.join(channels)} for {platform}: {text}",
+                    hint="check the channel names or paths, and the network (offline: use a local"
+                    " channel, or `cema sync --frozen` with a warm package cache).",
+                ) from None
+            raise SolveError(
+                f"the specs {', '.join(specs)} cannot be resolved for {platform}:\n{text}",
+                hint="loosen or fix the version constraints in cema.yaml.",
+            ) from None
+        return sorted((_to_record(r) for r in solved), key=lambda r: r.name)
+
+    def install(
+        self,
+        *,
+        records: Sequence[CondaRecord],
+        staging: Path,
+        final: Path,
+        package_cache: Path,
+        platform: str,
+        reporter: Reporter,
+    ) -> None:
+        """Install into ``staging`` with ``final`` patched into every file (rename to publish)."""
+        for rec in records:
+            if rec.url.startswith("file://"):
+                _verify_local_archive(rec)
+        repodata_records = [_from_record(r) for r in records]
+        reporter.start(total=len(records), label=f"installing {len(records)} packages")
+        try:
+            _run(
+                rattler.install(
+                    repodata_records,
+                    target_prefix=staging,
+                    alternative_target_prefix=final,
+                    cache_dir=package_cache,
+                    platform=rattler.Subdir(platform),
+                    show_progress=False,
+                    execute_link_scripts=False,
+                )
+            )
+        except Exception as exc:
+            raise EngineError(
+                f"installing into {final} failed: {str(exc).strip()}",
+                hint="a download failed or a hash did not match; run `cema sync` again, or"
+                " `cema lock --upgrade` if the channel changed.",
+            ) from None
+        finally:
+            reporter.finish()

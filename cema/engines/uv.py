@@ -1,0 +1,292 @@
+"""The pip layer and pip-only envs through uv: interpreters, venvs, resolving and installing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from cema import _proc
+from cema.errors import EngineUnavailableError, SolveError, SpecError
+from cema.lock import PipRecord
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GLIBC = "2.28"
+_UV_PLATFORMS = {
+    "linux-64": "x86_64-manylinux_{glibc}",
+    "linux-aarch64": "aarch64-manylinux_{glibc}",
+    "linux-ppc64le": "powerpc64le-unknown-linux-gnu",
+    "osx-64": "x86_64-apple-darwin",
+    "osx-arm64": "aarch64-apple-darwin",
+    "win-64": "x86_64-pc-windows-msvc",
+    "win-arm64": "aarch64-pc-windows-msvc",
+}
+_PLAIN_VERSION = re.compile(r"^=?=?\s*(\d+(?:\.\d+)*)(\.\*)?$")
+
+
+def uv_bin() -> Path:
+    """The uv executable: the one installed with Cema, else on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return Path(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found:
+            return Path(found)
+    raise EngineUnavailableError(
+        "uv was not found.", hint="install it with `pip install uv` (Cema depends on it)."
+    )
+
+
+def venv_python(prefix: Path) -> Path:
+    """The interpreter inside a venv or conda prefix."""
+    if sys.platform == "win32":
+        return prefix / ("Scripts" if (prefix / "pyvenv.cfg").exists() else "") / "python.exe"
+    return prefix / "bin" / "python"
+
+
+# --- interpreters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Interpreter:
+    """A Python interpreter on this machine."""
+
+    path: Path
+    version: str
+
+    @property
+    def identity(self) -> str:
+        """What a venv built from it depends on: its version and real location."""
+        return f"cpython-{self.version}@{self.path}"
+
+
+def version_request(request: str | None) -> SpecifierSet:
+    """``"3.11"`` → ``==3.11.*``; ``">=3.10,<3.13"`` as written; None → any."""
+    if not request:
+        return SpecifierSet()
+    match = _PLAIN_VERSION.match(request.strip())
+    if match:
+        version = match.group(1)
+        return SpecifierSet(f"=={version}" if version.count(".") >= 2 else f"=={version}.*")
+    try:
+        return SpecifierSet(request.replace(" ", ""))
+    except InvalidSpecifier:
+        raise SpecError(
+            f"{request!r} is not a Python version constraint",
+            key="python",
+            hint='write a version like "3.11" or a range like ">=3.10,<3.13".',
+        ) from None
+
+
+def _pyenv_candidates() -> list[Interpreter]:
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    out = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            exe = entry / "bin" / "python3"
+            try:
+                Version(entry.name)
+            except InvalidVersion:
+                continue
+            if exe.exists():
+                out.append(Interpreter(path=exe, version=entry.name))
+    return out
+
+
+def _current_interpreter() -> Interpreter:
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    version = ".".join(str(p) for p in sys.version_info[:3])
+    return Interpreter(path=Path(base), version=version)
+
+
+def _uv_find(request: str, *, download: bool) -> Interpreter | None:
+    """Ask uv (managed interpreters and PATH without shims), downloading one if allowed."""
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p).name != "shims"
+    )
+    env = {**os.environ, "PATH": path, "UV_PYTHON_DOWNLOADS": "automatic" if download else "never"}
+    script = "import sys; print(sys.executable); print('.'.join(map(str, sys.version_info[:3])))"
+    for cmd in (["python", "find", "--no-project", request], ["python", "install", request]):
+        if cmd[1] == "install" and not download:
+            break
+        try:
+            _proc.run([uv_bin(), *cmd], what=f"uv {cmd[1]} {request}", env=env)
+            found = _proc.run(
+                [uv_bin(), "run", "--no-project", "--python", request, "python", "-c", script],
+                what="probing the interpreter",
+                env=env,
+            )
+        except Exception:  # noqa: BLE001 - any failure means "not found"
+            continue
+        exe, version = found.stdout.split()[:2]
+        return Interpreter(path=Path(exe), version=version)
+    return None
+
+
+def find_interpreter(request: str | None, *, download: bool = True) -> Interpreter:
+    """An interpreter satisfying ``request``, found by version (not through shims).
+
+    Looks at the running interpreter, pyenv's versions, then what uv can find or download.
+    """
+    wanted = version_request(request)
+    candidates = [_current_interpreter(), *_pyenv_candidates()]
+    matching = [c for c in candidates if Version(c.version) in wanted]
+    if matching:
+        # the running interpreter first, then the newest match
+        if matching[0] is candidates[0]:
+            return matching[0]
+        return max(matching, key=lambda c: Version(c.version))
+    found = _uv_find(request or "3", download=download)
+    if found is not None and Version(found.version) in wanted:
+        return found
+    raise EngineUnavailableError(
+        f"no Python interpreter satisfying {request!r} was found on this machine.",
+        hint="install one (pyenv, the system, or `uv python install`), or change `python`.",
+    )
+
+
+# --- venvs ----------------------------------------------------------------------------------
+
+
+def create_venv(interpreter: Interpreter, staging: Path) -> None:
+    """Create a bare, relocatable venv in ``staging`` (renamed into place by the caller)."""
+    _proc.run(
+        [uv_bin(), "venv", "--quiet", "--relocatable", "--python", interpreter.path, staging],
+        what=f"creating a virtualenv with {interpreter.path}",
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": ""},
+    )
+
+
+# --- pip layer ------------------------------------------------------------------------------
+
+
+def uv_platform(platform: str) -> str:
+    """The ``--python-platform`` for a conda platform."""
+    glibc = os.environ.get("CEMA_OVERRIDE_GLIBC") or DEFAULT_GLIBC
+    try:
+        return _UV_PLATFORMS[platform].format(glibc=glibc.replace(".", "_"))
+    except KeyError:
+        raise SolveError(f"pip packages cannot be locked for {platform}.") from None
+
+
+def _record_from(package: Mapping[str, Any]) -> PipRecord:
+    wheels = package.get("wheels") or []
+    artifact = wheels[0] if wheels else package.get("sdist")
+    if not artifact or "url" not in artifact:
+        raise SolveError(f"uv returned no downloadable file for {package.get('name')!r}.")
+    return PipRecord(
+        name=str(canonicalize_name(str(package["name"]))),
+        version=str(package["version"]),
+        url=str(artifact["url"]),
+        sha256=str(artifact["hashes"]["sha256"]),
+    )
+
+
+def compile_pip(
+    requirements: Sequence[str],
+    *,
+    python_version: str,
+    platform: str,
+    provided: Mapping[str, str] | None = None,
+) -> list[PipRecord]:
+    """Resolve ``requirements`` for a python and platform; packages in ``provided`` stay as is.
+
+    ``provided`` maps names the conda layer installs to their versions: they constrain the
+    resolution and are left out of the result, so the pip layer never replaces them.
+    """
+    if not requirements:
+        return []
+    provided = {canonicalize_name(n): v for n, v in (provided or {}).items()}
+    with tempfile.TemporaryDirectory(prefix="cema-pip-") as tmp:
+        folder = Path(tmp)
+        (folder / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        (folder / "constraints.txt").write_text(
+            "".join(f"{n}=={v}\n" for n, v in sorted(provided.items())), encoding="utf-8"
+        )
+        _proc.run(
+            [
+                uv_bin(),
+                "pip",
+                "compile",
+                "--quiet",
+                "--no-header",
+                "--no-progress",
+                "--generate-hashes",
+                "--format",
+                "pylock.toml",
+                "--python-version",
+                python_version,
+                "--python-platform",
+                uv_platform(platform),
+                "--constraints",
+                folder / "constraints.txt",
+                "--output-file",
+                folder / "pylock.toml",
+                folder / "requirements.in",
+            ],
+            what=f"resolving the pip requirements {', '.join(requirements)} for {platform}",
+            hint="check the names and versions in `pip:`, and that PyPI (or your index) is"
+            " reachable.",
+        )
+        data = tomllib.loads((folder / "pylock.toml").read_text(encoding="utf-8"))
+    records = [_record_from(p) for p in data.get("packages", [])]
+    return sorted((r for r in records if r.name not in provided), key=lambda r: r.name)
+
+
+def install_pip(prefix: Path, records: Sequence[PipRecord], *, env: Mapping[str, str]) -> None:
+    """Install exactly ``records`` into ``prefix`` (no deps, hashes required, nothing removed)."""
+    if not records:
+        return
+    with tempfile.TemporaryDirectory(prefix="cema-pip-") as tmp:
+        req = Path(tmp) / "requirements.txt"
+        req.write_text(
+            "".join(f"{r.name} @ {r.url} --hash=sha256:{r.sha256}\n" for r in records),
+            encoding="utf-8",
+        )
+        _proc.run(
+            [
+                uv_bin(),
+                "pip",
+                "install",
+                "--quiet",
+                "--no-progress",
+                "--no-deps",
+                "--require-hashes",
+                "--python",
+                venv_python(prefix),
+                "-r",
+                req,
+            ],
+            what=f"installing the pip layer into {prefix}",
+            env=env,
+            hint="a download failed or a hash did not match the lock.",
+        )
+
+
+def installed_distributions(prefix: Path) -> dict[str, str]:
+    """What ``uv pip list`` reports in a prefix (name → version); for tests and diagnostics."""
+    out = _proc.run(
+        [uv_bin(), "pip", "list", "--format", "json", "--python", venv_python(prefix)],
+        what=f"listing the packages of {prefix}",
+    )
+    return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out.stdout)}

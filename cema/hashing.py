@@ -1,0 +1,94 @@
+"""Canonical forms of specs and locked content, and their xxhash keys (golden-tested)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+if TYPE_CHECKING:
+    from cema.spec import EnvSpec
+
+#: Bump when any canonical form below changes: every spec hash and prefix address changes too.
+HASH_SCHEME = 1
+
+_OPERATOR_SPACES = re.compile(r"\s*([=<>!~,|*])\s*")
+_WHITESPACE = re.compile(r"\s+")
+_NAME_END = re.compile(r"[\s=<>!~\[]")
+
+
+def normalize_conda_spec(spec: str) -> str:
+    """``"NumPy >= 1.26"`` → ``"numpy>=1.26"``: lower-case name, no spaces around operators."""
+    text = _WHITESPACE.sub(" ", spec.strip())
+    match = _NAME_END.search(text)
+    name, rest = (text[: match.start()], text[match.start() :]) if match else (text, "")
+    channel, sep, bare = name.rpartition("::")
+    name = f"{channel}{sep}{bare.lower()}"
+    rest = _OPERATOR_SPACES.sub(r"\1", rest)
+    if rest.startswith(" ") and rest.strip()[:1] not in "=<>!~[":
+        return f"{name} {rest.strip()}"
+    return name + rest.strip()
+
+
+def normalize_pip_requirement(requirement: str) -> str:
+    """A PEP 508 requirement with its name canonicalised (``Foo_Bar`` → ``foo-bar``)."""
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return _WHITESPACE.sub(" ", requirement.strip())
+    req.name = canonicalize_name(req.name)
+    return str(req)
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
+
+
+def canonical_spec(env: EnvSpec) -> dict[str, Any]:
+    """What of an env's spec decides its lock: everything but its name and variables."""
+    return {
+        "scheme": HASH_SCHEME,
+        "kind": env.resolved_kind,
+        "python": _WHITESPACE.sub("", env.python) if env.python else None,
+        "conda": sorted({normalize_conda_spec(s) for s in env.conda}),
+        "pip": sorted({normalize_pip_requirement(r) for r in env.pip}),
+        # channel order is priority order: keep it
+        "channels": list(env.channels),
+        "platforms": sorted(set(env.platforms)),
+    }
+
+
+def spec_hash(env: EnvSpec) -> str:
+    """The key the lock stores to tell whether an env's spec changed since it was resolved."""
+    return _digest(canonical_spec(env))[:16]
+
+
+def content_hash(
+    *,
+    kind: str,
+    platform: str,
+    conda: Iterable[Mapping[str, Any]],
+    pip: Iterable[Mapping[str, Any]],
+    interpreter: str | None = None,
+) -> str:
+    """The address of a prefix: a hash of exactly what is installed in it.
+
+    URLs are left out on purpose: the same package from a mirror is the same content.
+    """
+    payload = {
+        "scheme": HASH_SCHEME,
+        "kind": kind,
+        "platform": platform,
+        "interpreter": interpreter,
+        "conda": sorted(
+            (r["name"], r["version"], r["build"], r["subdir"], r["sha256"]) for r in conda
+        ),
+        "pip": sorted((canonicalize_name(r["name"]), r["version"], r["sha256"]) for r in pip),
+    }
+    return _digest(payload)[:24]

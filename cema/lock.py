@@ -1,0 +1,365 @@
+"""The ``cema.lock`` model: deterministic read and write, integrity and freshness checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import pathname2url
+
+import yaml
+
+from cema.errors import LockError, StaleLockError
+from cema.hashing import content_hash, spec_hash
+from cema.spec import ProjectSpec
+
+LOCK_FILENAME = "cema.lock"
+LOCK_VERSION = 1
+_HEADER = (
+    "# Written by `cema lock`: the exact packages of every environment.\n"
+    "# Commit it; do not edit it by hand (`cema lock` rewrites it, `cema sync` installs it).\n"
+)
+
+try:  # libyaml is an order of magnitude faster on big locks; fall back to pure Python
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
+    _Dumper: type[yaml.SafeDumper] = yaml.CSafeDumper
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader, _Dumper = yaml.SafeLoader, yaml.SafeDumper
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CondaRecord:
+    """One conda package, with all a prefix needs to install it without solving."""
+
+    name: str
+    version: str
+    build: str
+    build_number: int
+    subdir: str
+    channel: str
+    url: str
+    sha256: str
+    md5: str | None = None
+    size: int | None = None
+    depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
+    noarch: str | None = None
+    timestamp: int | None = None
+
+    @property
+    def file_name(self) -> str:
+        """The archive's file name, from its URL."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as written to the lock (optional fields only when set)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "build": self.build,
+            "build_number": self.build_number,
+            "subdir": self.subdir,
+        }
+        if self.noarch:
+            out["noarch"] = self.noarch
+        out["depends"] = list(self.depends)
+        out["constrains"] = list(self.constrains)
+        out["channel"] = self.channel
+        out["url"] = self.url
+        out["sha256"] = self.sha256
+        if self.md5:
+            out["md5"] = self.md5
+        if self.size is not None:
+            out["size"] = self.size
+        if self.timestamp is not None:
+            out["timestamp"] = self.timestamp
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PipRecord:
+    """One Python distribution installed by uv after the conda layer."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as written to the lock."""
+        return {"name": self.name, "version": self.version, "url": self.url, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockedPlatform:
+    """The exact content of one env on one platform."""
+
+    platform: str
+    kind: str
+    conda: tuple[CondaRecord, ...] = ()
+    pip: tuple[PipRecord, ...] = ()
+
+    @property
+    def content_hash(self) -> str:
+        """The hash of the locked content (the prefix address, interpreter aside for venvs)."""
+        return content_hash(
+            kind=self.kind,
+            platform=self.platform,
+            conda=(r.as_dict() for r in self.conda),
+            pip=(r.as_dict() for r in self.pip),
+        )
+
+    def python_version(self) -> str | None:
+        """The version of the locked ``python`` conda package, if any."""
+        return next((r.version for r in self.conda if r.name == "python"), None)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockedEnv:
+    """One env of the lock: the spec hash it was resolved from and its content per platform."""
+
+    name: str
+    spec_hash: str
+    kind: str
+    python: str | None = None
+    platforms: Mapping[str, LockedPlatform] = field(default_factory=dict)
+
+    def for_platform(self, platform: str) -> LockedPlatform:
+        """The content for ``platform``, or a ``LockError`` saying it was not locked for it."""
+        try:
+            return self.platforms[platform]
+        except KeyError:
+            locked = ", ".join(sorted(self.platforms)) or "none"
+            raise LockError(
+                f"environment {self.name!r} is not locked for {platform} (locked: {locked}).",
+                hint=f"add {platform} to its `platforms` in cema.yaml and run `cema lock`.",
+            ) from None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lockfile:
+    """A whole ``cema.lock``."""
+
+    path: Path | None = None
+    envs: Mapping[str, LockedEnv] = field(default_factory=dict)
+
+    def env(self, name: str) -> LockedEnv:
+        """The locked env called ``name``, or a ``LockError`` with a hint to lock it."""
+        try:
+            return self.envs[name]
+        except KeyError:
+            raise LockError(
+                f"environment {name!r} is not in {self.path or 'the lock'}.",
+                hint="run `cema lock` to resolve it.",
+            ) from None
+
+    def with_envs(self, envs: Iterable[LockedEnv]) -> Lockfile:
+        """A copy holding exactly ``envs``."""
+        return replace(self, envs={e.name: e for e in sorted(envs, key=lambda e: e.name)})
+
+
+# --- local channels are written relative to the lock's folder -----------------------------
+
+
+def _to_portable(url: str, base: Path | None) -> str:
+    if base is None or not url.startswith("file://"):
+        return url
+    path = Path(unquote(urlparse(url).path))
+    rel = os.path.relpath(path, base).replace(os.sep, "/")
+    if not rel.startswith("../"):
+        rel = "./" + rel
+    return rel + ("/" if url.endswith("/") and not rel.endswith("/") else "")
+
+
+def _from_portable(url: str, base: Path | None) -> str:
+    if base is None or not (url.startswith(("./", "../")) or url in (".", "..")):
+        return url
+    path = (base / url).resolve()
+    out = "file://" + pathname2url(str(path))
+    return out + "/" if url.endswith("/") else out
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def to_yaml(lock: Lockfile) -> str:
+    """The lock as deterministic, sorted, diff-friendly YAML."""
+    base = lock.path.parent if lock.path else None
+    envs: dict[str, Any] = {}
+    for name in sorted(lock.envs):
+        env = lock.envs[name]
+        body: dict[str, Any] = {"spec-hash": env.spec_hash, "kind": env.kind}
+        if env.python is not None:
+            body["python"] = env.python
+        platforms: dict[str, Any] = {}
+        for plat in sorted(env.platforms):
+            content = env.platforms[plat]
+            conda = []
+            for rec in sorted(content.conda, key=lambda r: (r.name, r.subdir)):
+                data = rec.as_dict()
+                data["channel"] = _to_portable(rec.channel, base)
+                data["url"] = _to_portable(rec.url, base)
+                conda.append(data)
+            platforms[plat] = {
+                "content-hash": content.content_hash,
+                "conda": conda,
+                "pip": [r.as_dict() for r in sorted(content.pip, key=lambda r: r.name)],
+            }
+        body["platforms"] = platforms
+        envs[name] = body
+    doc = {"version": LOCK_VERSION, "environments": envs}
+    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+    return _HEADER + text
+
+
+def write_lock(lock: Lockfile, path: Path | None = None) -> Path:
+    """Write the lock atomically (a temp file, then rename): never half written."""
+    target = Path(path or lock.path or LOCK_FILENAME)
+    lock = replace(lock, path=target.resolve())
+    text = to_yaml(lock)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _conda_from(data: Mapping[str, Any], base: Path | None) -> CondaRecord:
+    return CondaRecord(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        build=str(data["build"]),
+        build_number=int(data["build_number"]),
+        subdir=str(data["subdir"]),
+        noarch=data.get("noarch"),
+        depends=tuple(data.get("depends", ())),
+        constrains=tuple(data.get("constrains", ())),
+        channel=_from_portable(str(data["channel"]), base),
+        url=_from_portable(str(data["url"]), base),
+        sha256=str(data["sha256"]),
+        md5=data.get("md5"),
+        size=data.get("size"),
+        timestamp=data.get("timestamp"),
+    )
+
+
+def _pip_from(data: Mapping[str, Any]) -> PipRecord:
+    return PipRecord(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        url=str(data["url"]),
+        sha256=str(data["sha256"]),
+    )
+
+
+def _schema_error(doc: Any, path: Path) -> LockError:
+    """Describe why ``doc`` breaks the lock schema (only on the slow, broken path)."""
+    import jsonschema
+    from importlib import resources
+
+    schema = json.loads(
+        resources.files("cema").joinpath("schemas", "cema-lock.schema.json").read_text("utf-8")
+    )
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(doc)
+    )
+    where = ".".join(str(p) for p in error.absolute_path) if error else ""
+    detail = f" at {where}: {error.message}" if error else ""
+    return LockError(
+        f"{path} is not a valid Cema lock{detail}.",
+        hint="it was probably edited by hand or by another tool: run `cema lock` to rewrite it.",
+    )
+
+
+def read_lock(path: Path | str) -> Lockfile:
+    """Read ``cema.lock``, checking its structure and that no record was edited by hand."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LockError(
+            f"there is no lock at {path}.", hint="run `cema lock` to resolve the environments."
+        ) from None
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (C or Python)
+    except yaml.YAMLError as exc:
+        raise LockError(
+            f"{path} is not valid YAML ({exc}).", hint="run `cema lock` to rewrite it."
+        ) from None
+    if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION:
+        found = doc.get("version") if isinstance(doc, dict) else None
+        raise LockError(
+            f"{path} has lock format version {found!r}; this Cema reads {LOCK_VERSION}.",
+            hint="run `cema lock` to rewrite it with this version of Cema.",
+        )
+    base = path.parent
+    envs: dict[str, LockedEnv] = {}
+    try:
+        for name, body in doc["environments"].items():
+            platforms = {}
+            for plat, content in body["platforms"].items():
+                locked = LockedPlatform(
+                    platform=str(plat),
+                    kind=str(body["kind"]),
+                    conda=tuple(_conda_from(r, base) for r in content.get("conda") or ()),
+                    pip=tuple(_pip_from(r) for r in content.get("pip") or ()),
+                )
+                if locked.content_hash != content.get("content-hash"):
+                    raise LockError(
+                        f"{path}: the records of environment {name!r} on {plat} do not match"
+                        " their content-hash: the lock was edited by hand.",
+                        hint="run `cema lock` to resolve it again (or restore the file from git).",
+                    )
+                platforms[str(plat)] = locked
+            envs[str(name)] = LockedEnv(
+                name=str(name),
+                spec_hash=str(body["spec-hash"]),
+                kind=str(body["kind"]),
+                python=body.get("python"),
+                platforms=platforms,
+            )
+    except LockError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _schema_error(doc, path) from None
+    return Lockfile(path=path, envs=envs)
+
+
+# --- freshness ------------------------------------------------------------------------------
+
+
+def stale_envs(project: ProjectSpec, lock: Lockfile, names: Sequence[str] = ()) -> list[str]:
+    """Names of envs whose spec changed since the lock (or that the lock lacks)."""
+    wanted = names or sorted(project.environments)
+    stale = []
+    for name in wanted:
+        env = project.env(name)
+        locked = lock.envs.get(name)
+        if locked is None or locked.spec_hash != spec_hash(env):
+            stale.append(name)
+    return stale
+
+
+def check_fresh(project: ProjectSpec, lock: Lockfile, names: Sequence[str] = ()) -> None:
+    """Raise ``StaleLockError`` when ``cema.yaml`` changed since ``cema.lock`` was written."""
+    stale = stale_envs(project, lock, names)
+    extra = [] if names else sorted(set(lock.envs) - set(project.environments))
+    if stale or extra:
+        parts = []
+        if stale:
+            parts.append(f"changed or new in cema.yaml: {', '.join(stale)}")
+        if extra:
+            parts.append(f"no longer declared: {', '.join(extra)}")
+        raise StaleLockError(
+            f"{lock.path or 'the lock'} is out of date ({'; '.join(parts)}).",
+            hint="run `cema lock` and commit cema.lock.",
+        )

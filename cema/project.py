@@ -1,0 +1,161 @@
+"""A project as commands see it: its spec, its lock beside it, its store; lock, plan and sync."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from cema.apply import Resolved, SyncResult, apply_plan, plan_sync, resolve_targets
+from cema.engines import Engine, Reporter, get_engine
+from cema.errors import LockError, SpecError
+from cema.lock import LOCK_FILENAME, Lockfile, check_fresh, read_lock, stale_envs, write_lock
+from cema.plan import Plan
+from cema.resolve import lock_project
+from cema.spec import SPEC_FILENAME, ProjectSpec, current_platform, load_project
+from cema.store import Store
+
+log = logging.getLogger(__name__)
+SyncMode = Literal["auto", "locked", "frozen"]
+
+
+def find_spec_file(start: Path | None = None) -> Path:
+    """``cema.yaml`` in ``start`` (a file or folder, default the cwd) or its parents."""
+    start = (start or Path.cwd()).resolve()
+    if start.is_file() or start.suffix in (".yaml", ".yml"):
+        return start
+    for folder in (start, *start.parents):
+        candidate = folder / SPEC_FILENAME
+        if candidate.is_file():
+            return candidate
+    raise SpecError(
+        f"no {SPEC_FILENAME} in {start} or any folder above it.",
+        hint="run `cema init` to create one, or pass --project PATH.",
+    )
+
+
+class Project:
+    """A ``cema.yaml`` with its ``cema.lock`` and the store its envs are built in."""
+
+    def __init__(
+        self,
+        spec: ProjectSpec,
+        *,
+        lock_path: Path | None = None,
+        store: Store | Path | str | None = None,
+        engine: Engine | str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.lock_path = (lock_path or spec.root / LOCK_FILENAME).resolve()
+        if isinstance(store, Store):
+            self.store = store
+        elif store is not None:
+            self.store = Store(store)
+        elif spec.store:
+            self.store = Store(spec.root / Path(spec.store).expanduser())
+        else:
+            self.store = Store()
+        self._engine = engine
+        self.platform = current_platform()
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, *, store: Store | Path | str | None = None,
+             engine: Engine | str | None = None) -> Project:
+        """Find and read ``cema.yaml`` (``path``: a file or a folder; default: the cwd upwards)."""
+        return cls(load_project(find_spec_file(Path(path) if path else None)), store=store,
+                   engine=engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine building this project's prefixes."""
+        if self._engine is None or isinstance(self._engine, str):
+            self._engine = get_engine(self._engine or self.spec.engine)
+        return self._engine
+
+    def read_lock(self) -> Lockfile:
+        """The project's lock (``LockError`` if there is none or it is corrupt)."""
+        return read_lock(self.lock_path)
+
+    def _previous_lock(self) -> Lockfile:
+        try:
+            return self.read_lock()
+        except LockError:
+            if self.lock_path.exists():
+                log.warning("%s is unreadable: resolving every environment again", self.lock_path)
+            return Lockfile(path=self.lock_path)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def check(self, names: Sequence[str] = ()) -> Lockfile:
+        """The lock, if it matches ``cema.yaml`` (no solving); else ``StaleLockError``."""
+        lock = self.read_lock()
+        check_fresh(self.spec, lock, names)
+        return lock
+
+    def lock(self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False) -> Lockfile:
+        """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
+        previous = self._previous_lock()
+        lock = lock_project(
+            self.spec, engine=self.engine, previous=previous, names=names, upgrade=upgrade
+        )
+        # envs no longer declared leave the lock
+        lock = lock.with_envs(e for e in lock.envs.values() if e.name in self.spec.environments)
+        write_lock(lock, self.lock_path)
+        return read_lock(self.lock_path)
+
+    def _lock_for_sync(self, names: Sequence[str], mode: SyncMode) -> Lockfile:
+        if mode == "frozen":
+            return self.read_lock()
+        if mode == "locked":
+            return self.check(names)
+        lock = self._previous_lock()
+        stale = stale_envs(self.spec, lock, names) if lock.envs or names else list(
+            self.spec.environments
+        )
+        if stale or not self.lock_path.exists():
+            log.info("cema.lock is out of date for %s: locking", ", ".join(stale) or "all")
+            lock = self.lock(names=stale)
+        return lock
+
+    def targets(self, lock: Lockfile, names: Sequence[str] = ()) -> list[Resolved]:
+        """Each selected env's content and prefix address on this machine."""
+        selected = list(names) or sorted(self.spec.environments)
+        for name in selected:
+            self.spec.env(name)  # unknown names fail here with a suggestion
+        return resolve_targets(lock, selected, platform=self.platform)
+
+    def plan(
+        self, *, names: Sequence[str] = (), prune: bool = False, mode: SyncMode = "frozen"
+    ) -> Plan:
+        """What ``sync`` would do, without doing it."""
+        lock = self.read_lock() if mode == "frozen" else self._lock_for_sync(names, mode)
+        return plan_sync(self.store, lock, self.targets(lock, names), prune=prune)
+
+    def sync(
+        self,
+        *,
+        names: Sequence[str] = (),
+        mode: SyncMode = "auto",
+        prune: bool = False,
+        reporter: Reporter | None = None,
+    ) -> SyncResult:
+        """Make the store match the lock for the selected envs (all by default)."""
+        lock = self._lock_for_sync(names, mode)
+        resolved = self.targets(lock, names)
+        plan = plan_sync(self.store, lock, resolved, prune=prune)
+        return apply_plan(self.store, lock, plan, resolved, engine=self.engine, reporter=reporter)
+
+    def prefix(self, name: str) -> Path:
+        """The prefix env ``name`` was last synced to (``EnvError`` if never)."""
+        from cema.errors import EnvNotFoundError
+
+        self.spec.env(name)
+        registration = self.store.registration(self.lock_path)
+        address = registration.envs.get(name) if registration else None
+        if address is None or self.store.receipt(address) is None:
+            raise EnvNotFoundError(
+                f"environment {name!r} has not been synced into {self.store.root}.",
+                hint=f"run `cema sync -e {name}`.",
+            )
+        return self.store.prefix(address)

@@ -1,0 +1,256 @@
+"""The store: layout, receipts, per-prefix file locks, project registrations and inventory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from cema.errors import EnvBusyError
+
+RECEIPT_NAME = ".cema-receipt.json"
+RECEIPT_VERSION = 1
+PREFIX_LOCK_TIMEOUT_S = 1800.0
+
+
+def default_store_root() -> Path:
+    """``$CEMA_HOME``, else the user cache dir (``~/.cache/cema`` on Linux)."""
+    home = os.environ.get("CEMA_HOME")
+    if home:
+        return Path(home).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "cema" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "cema"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cema"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Receipt:
+    """What built a prefix; written last, so its presence means the prefix is complete."""
+
+    address: str
+    kind: str
+    platform: str
+    conda: tuple[tuple[str, str], ...] = ()
+    pip: tuple[tuple[str, str], ...] = ()
+    python: str | None = None
+    engine: str = "rattler"
+    created: float = 0.0
+
+    def packages(self) -> dict[str, str]:
+        """Package name → version (conda and pip layers together)."""
+        return {**dict(self.conda), **dict(self.pip)}
+
+    def to_json(self) -> str:
+        """Serialise for the receipt file."""
+        return json.dumps(
+            {
+                "receipt": RECEIPT_VERSION,
+                "address": self.address,
+                "kind": self.kind,
+                "platform": self.platform,
+                "python": self.python,
+                "engine": self.engine,
+                "created": self.created,
+                "conda": [list(p) for p in self.conda],
+                "pip": [list(p) for p in self.pip],
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Receipt:
+        """Parse a receipt; raise ``ValueError`` (or ``KeyError``/``TypeError``) if corrupt."""
+        data = json.loads(text)
+        if data.get("receipt") != RECEIPT_VERSION:
+            raise ValueError("unknown receipt version")
+        return cls(
+            address=str(data["address"]),
+            kind=str(data["kind"]),
+            platform=str(data["platform"]),
+            python=data.get("python"),
+            engine=str(data.get("engine", "rattler")),
+            created=float(data.get("created", 0.0)),
+            conda=tuple((str(n), str(v)) for n, v in data["conda"]),
+            pip=tuple((str(n), str(v)) for n, v in data["pip"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Registration:
+    """A project that synced into this store: its lock and which prefix each env points at."""
+
+    lock: str
+    envs: Mapping[str, str] = field(default_factory=dict)
+
+
+class Store:
+    """A folder holding the package cache, published prefixes, staging and registrations."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser().resolve() if root else default_store_root()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # layout
+    @property
+    def package_cache(self) -> Path:
+        """The conda package cache shared by every prefix."""
+        return self.root / "pkgs"
+
+    @property
+    def envs_dir(self) -> Path:
+        """Where published prefixes live, one per content address."""
+        return self.root / "envs"
+
+    def prefix(self, address: str) -> Path:
+        """The published prefix for a content address."""
+        return self.envs_dir / address
+
+    def new_staging(self, address: str) -> Path:
+        """A fresh staging folder on the same filesystem as the prefixes (for the rename)."""
+        staging = self.root / "staging" / f"{address}.{uuid.uuid4().hex[:8]}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        return staging
+
+    # receipts
+    def receipt(self, address: str) -> Receipt | None:
+        """The receipt of a ready prefix, or None: a missing or corrupt receipt means not ready."""
+        try:
+            receipt = Receipt.from_json((self.prefix(address) / RECEIPT_NAME).read_text("utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return receipt if receipt.address == address else None
+
+    def write_receipt(self, prefix: Path, receipt: Receipt) -> None:
+        """Write the receipt atomically: the last step of building a prefix."""
+        tmp = prefix / f"{RECEIPT_NAME}.tmp"
+        tmp.write_text(receipt.to_json(), encoding="utf-8")
+        with open(tmp, "rb+") as fh:  # noqa: PTH123 - fsync needs a file descriptor
+            os.fsync(fh.fileno())
+        os.replace(tmp, prefix / RECEIPT_NAME)
+
+    def inventory(self) -> dict[str, Receipt]:
+        """Every ready prefix in the store, by address."""
+        out: dict[str, Receipt] = {}
+        if not self.envs_dir.is_dir():
+            return out
+        for entry in os.scandir(self.envs_dir):
+            receipt = self.receipt(entry.name)
+            if receipt is not None:
+                out[entry.name] = receipt
+        return out
+
+    # locking
+    @contextlib.contextmanager
+    def prefix_lock(self, address: str, *, timeout_s: float = PREFIX_LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the cross-process lock of one prefix."""
+        import filelock
+
+        path = self.root / "locks" / f"{address}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(path), timeout=timeout_s)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise EnvBusyError(
+                f"another process has been building {self.prefix(address)} for {timeout_s:.0f} s.",
+                hint="wait for it to finish, or stop it and run `cema sync` again.",
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def discard(self, path: Path) -> None:
+        """Move a half-built or removed prefix out of the way, then delete it (best effort)."""
+        if not path.exists():
+            return
+        trash = self.root / "trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, trash)
+        except OSError:
+            trash = path
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def remove_prefix(self, address: str) -> None:
+        """Remove a published prefix: the receipt goes first, so it never looks ready half gone."""
+        with self.prefix_lock(address):
+            (self.prefix(address) / RECEIPT_NAME).unlink(missing_ok=True)
+            self.discard(self.prefix(address))
+
+    # registrations (gc roots)
+    def _registration_path(self, lock_path: Path) -> Path:
+        key = xxhash.xxh3_64_hexdigest(str(lock_path.resolve()).encode("utf-8"))
+        return self.root / "projects" / f"{key}.json"
+
+    def registration(self, lock_path: Path) -> Registration | None:
+        """What the project whose lock is at ``lock_path`` synced last, if anything."""
+        try:
+            data = json.loads(self._registration_path(lock_path).read_text("utf-8"))
+            return Registration(lock=str(data["lock"]), envs=dict(data["envs"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def register(self, lock_path: Path, envs: Mapping[str, str]) -> None:
+        """Record (atomically) which prefix each env of a project points at now."""
+        path = self._registration_path(lock_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data: dict[str, Any] = {"lock": str(lock_path.resolve()), "envs": dict(sorted(envs.items()))}
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def registrations(self) -> list[Registration]:
+        """Every project registered in this store whose lock file still exists."""
+        out = []
+        folder = self.root / "projects"
+        if not folder.is_dir():
+            return out
+        for entry in sorted(folder.glob("*.json")):
+            try:
+                data = json.loads(entry.read_text("utf-8"))
+                reg = Registration(lock=str(data["lock"]), envs=dict(data["envs"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if Path(reg.lock).exists():
+                out.append(reg)
+            else:
+                entry.unlink(missing_ok=True)
+        return out
+
+    def referenced(self, *, excluding: Path | None = None) -> set[str]:
+        """Addresses some registered project points at (optionally not counting one project)."""
+        skip = str(excluding.resolve()) if excluding else None
+        return {
+            address
+            for reg in self.registrations()
+            if reg.lock != skip
+            for address in reg.envs.values()
+        }
+
+    def sweep_staging(self, *, older_than_s: float = 24 * 3600.0) -> None:
+        """Delete staging folders left by killed syncs (old enough that nobody still uses them)."""
+        folder = self.root / "staging"
+        if not folder.is_dir():
+            return
+        now = time.time()
+        for entry in folder.iterdir():
+            with contextlib.suppress(OSError):
+                if now - entry.stat().st_mtime > older_than_s:
+                    shutil.rmtree(entry, ignore_errors=True)
