@@ -1,4 +1,4 @@
-"""The one helper that runs subprocesses: logs the command, captures output, raises with its tail."""
+"""The one helper that runs subprocesses: logs the command, captures output, raises with a tail."""
 
 from __future__ import annotations
 

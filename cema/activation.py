@@ -56,9 +56,9 @@ def _script_variables(prefix: Path, base: Mapping[str, str]) -> dict[str, str]:
     bash = shutil.which("bash")
     if not scripts or sys.platform == "win32" or bash is None:
         return {}
-    dump = 'import json, os; print(json.dumps(dict(os.environ)))'
+    dump = "import json, os; print(json.dumps(dict(os.environ)))"
     source = "; ".join(f'. "{s}"' for s in scripts)
-    command = f'{source}; exec "{sys.executable}" -c \'{dump}\''
+    command = f"{source}; exec \"{sys.executable}\" -c '{dump}'"
     try:
         out = subprocess.run(
             [bash, "--noprofile", "--norc", "-c", command],

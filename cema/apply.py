@@ -41,7 +41,7 @@ class Resolved:
 def resolve_targets(
     lock: Lockfile, names: Sequence[str], *, platform: str, download_python: bool = True
 ) -> list[Resolved]:
-    """The locked content and address of each env on ``platform`` (venvs: with their interpreter)."""
+    """The locked content and address of each env on ``platform`` (venvs: with interpreter)."""
     out = []
     for name in names:
         locked: LockedEnv = lock.env(name)
@@ -143,7 +143,9 @@ def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Repo
                     platform=content.platform,
                     conda=tuple((r.name, r.version) for r in content.conda),
                     pip=tuple((r.name, r.version) for r in content.pip),
-                    python=item.interpreter.version if item.interpreter else content.python_version(),
+                    python=item.interpreter.version
+                    if item.interpreter
+                    else content.python_version(),
                     engine=engine.name,
                     created=time.time(),
                 ),
@@ -182,7 +184,9 @@ def apply_plan(
     prefixes = {r.env: store.prefix(r.address) for r in resolved}
     if lock.path is not None:
         registration = store.registration(lock.path)
-        envs = {k: v for k, v in (registration.envs if registration else {}).items() if k in lock.envs}
+        envs = {
+            k: v for k, v in (registration.envs if registration else {}).items() if k in lock.envs
+        }
         envs.update({r.env: r.address for r in resolved})
         store.register(lock.path, envs)
     return SyncResult(plan=plan, prefixes=prefixes)

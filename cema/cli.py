@@ -18,7 +18,7 @@ from cema.errors import CemaError
 
 if TYPE_CHECKING:
     from cema.plan import Plan
-    from cema.project import Project
+    from cema.project import Project, SyncMode
 
 log = logging.getLogger("cema")
 
@@ -115,8 +115,10 @@ def _print_plan(plan: Plan, project: Project) -> None:
                 print(f"create  {env} ({kind}) -> {project.store.prefix(address)}")
             case Update():
                 how = "build" if action.build else "reuse"
-                print(f"update  {action.env} ({action.kind}, {how}) -> "
-                      f"{project.store.prefix(action.address)}")
+                print(
+                    f"update  {action.env} ({action.kind}, {how}) -> "
+                    f"{project.store.prefix(action.address)}"
+                )
                 for line in action.diff.lines():
                     print(f"          {line}")
             case Reuse(env=env, address=address):
@@ -139,7 +141,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Make the store match the lock."""
     project = _project(args)
-    mode = "frozen" if args.frozen else "locked" if args.locked else "auto"
+    mode: SyncMode = "frozen" if args.frozen else "locked" if args.locked else "auto"
     reporter = BarReporter(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     result = project.sync(names=args.env or (), mode=mode, prune=args.prune, reporter=reporter)
     if not args.quiet:
@@ -220,15 +222,33 @@ def _gc_store(args: argparse.Namespace) -> Any:
 def _common_options(default: Any) -> argparse.ArgumentParser:
     """Options accepted before and after the command (SUPPRESS keeps the first one given)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project", "-p", metavar="PATH", default=default,
-                        help="cema.yaml or its folder (default: search from the cwd upwards)")
-    common.add_argument("--store", metavar="PATH", default=default,
-                        help="the store (default: `store:` in cema.yaml, else $CEMA_HOME, else"
-                        " the user cache dir)")
-    common.add_argument("-v", "--verbose", action="count",
-                        default=0 if default is None else default, help="more detail")
-    common.add_argument("-q", "--quiet", action="store_true",
-                        default=False if default is None else default, help="print only errors")
+    common.add_argument(
+        "--project",
+        "-p",
+        metavar="PATH",
+        default=default,
+        help="cema.yaml or its folder (default: search from the cwd upwards)",
+    )
+    common.add_argument(
+        "--store",
+        metavar="PATH",
+        default=default,
+        help="the store (default: `store:` in cema.yaml, else $CEMA_HOME, else the user cache dir)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default is None else default,
+        help="more detail",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default is None else default,
+        help="print only errors",
+    )
     return common
 
 
@@ -236,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
-        prog="cema", description="Declarative, locked, content-addressed conda and pip envs.",
+        prog="cema",
+        description="Declarative, locked, content-addressed conda and pip envs.",
         parents=[_common_options(None)],
     )
     parser.add_argument("--version", action="version", version=f"cema {__version__}")
@@ -246,10 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")
-    p.add_argument("--check", action="store_true",
-                   help="fail if cema.lock is out of date, without solving")
-    p.add_argument("--upgrade", nargs="*", metavar="NAME",
-                   help="resolve these envs (all when none named) again even if unchanged")
+    p.add_argument(
+        "--check", action="store_true", help="fail if cema.lock is out of date, without solving"
+    )
+    p.add_argument(
+        "--upgrade",
+        nargs="*",
+        metavar="NAME",
+        help="resolve these envs (all when none named) again even if unchanged",
+    )
     p.set_defaults(func=cmd_lock)
 
     p = sub.add_parser("plan", parents=[common], help="show what sync would do")
@@ -261,10 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--locked", action="store_true", help="fail if cema.lock is out of date")
-    mode.add_argument("--frozen", action="store_true",
-                      help="install cema.lock as it is: no freshness check, no solve")
-    p.add_argument("--prune", action="store_true",
-                   help="remove prefixes this project no longer uses")
+    mode.add_argument(
+        "--frozen",
+        action="store_true",
+        help="install cema.lock as it is: no freshness check, no solve",
+    )
+    p.add_argument(
+        "--prune", action="store_true", help="remove prefixes this project no longer uses"
+    )
     p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
     p.set_defaults(func=cmd_sync)
 
@@ -284,8 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
-                                         logging.INFO if verbose else logging.WARNING)
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    )
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 

@@ -1,4 +1,4 @@
-"""``Environment`` (from a spec, launched as a worker) and ``EnvironmentManager`` (the original API)."""
+"""``Environment`` (from a spec, run through a worker) and ``EnvironmentManager`` (original API)."""
 
 from __future__ import annotations
 
@@ -96,8 +96,10 @@ class Environment:
             project = Project(project_from_dict(dict(spec_or_path)), store=store)
         elif isinstance(spec_or_path, Mapping):
             if name is None:
-                raise SpecError("a single environment's dict needs a name.",
-                                hint="pass name=... to Environment.from_spec.")
+                raise SpecError(
+                    "a single environment's dict needs a name.",
+                    hint="pass name=... to Environment.from_spec.",
+                )
             store_obj = store if isinstance(store, Store) else Store(store)
             project = _inline_project(store_obj, name, spec_or_path)
         else:
@@ -117,8 +119,13 @@ class Environment:
         env_spec = project.spec.env(name)
         result = project.sync(names=[name], mode=mode)
         prefix = result.prefixes[name]
-        return cls(name, prefix, kind=_kind_of(project, prefix, env_spec),
-                   variables=env_spec.variables, project=project)
+        return cls(
+            name,
+            prefix,
+            kind=_kind_of(project, prefix, env_spec),
+            variables=env_spec.variables,
+            project=project,
+        )
 
     # -- activation ----------------------------------------------------------------------------
 
@@ -126,8 +133,9 @@ class Environment:
         """The variables of the activated env (PATH, CONDA_PREFIX, activate.d, spec variables)."""
         if self.prefix is None:
             return dict(os.environ if base is None else base)
-        return activated_environ(self.prefix, kind=self.kind, name=self.name,
-                                 variables=self.variables, base=base)
+        return activated_environ(
+            self.prefix, kind=self.kind, name=self.name, variables=self.variables, base=base
+        )
 
     @property
     def python(self) -> Path:
@@ -208,13 +216,17 @@ class Environment:
     def __enter__(self) -> Environment:
         return self.launch()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.exit()
 
     # the original camelCase API
-    importModule = import_module  # noqa: N815
-    executeCommands = execute_commands  # noqa: N815
+    importModule = import_module
+    executeCommands = execute_commands
 
 
 def _import_locally(module: str) -> ModuleType:
@@ -244,7 +256,7 @@ def _inline_project(store: Store, name: str, dependencies: Mapping[str, Any]) ->
     check_env_name(name)
     folder = store.root / "inline" / name
     manager = EnvironmentManager(folder, store=store)
-    manager._write_env(name, dependencies)  # noqa: SLF001 - same module
+    manager._write_env(name, dependencies)
     return manager.project
 
 
@@ -277,8 +289,12 @@ class EnvironmentManager:
         env = env_from_dict(name, deps, channels=channels, platforms=[current_platform()])
         current = self.project.spec
         envs = {**current.environments, name: env}
-        spec = ProjectSpec(path=self.spec_path, environments=envs, channels=DEFAULT_CHANNELS,
-                           platforms=(current_platform(),))
+        spec = ProjectSpec(
+            path=self.spec_path,
+            environments=envs,
+            channels=DEFAULT_CHANNELS,
+            platforms=(current_platform(),),
+        )
         text = dump_project(spec)
         project_from_dict(yaml.safe_load(text))  # never write an invalid file
         self.root.mkdir(parents=True, exist_ok=True)
@@ -318,13 +334,20 @@ class EnvironmentManager:
         if name in self._envs:
             return self._envs[name]
         if not self.spec_path.exists():
-            raise EnvNotFoundError(f"no environment named {name!r} in {self.root}.",
-                                   hint=f"create it with manager.create({name!r}, ...).")
+            raise EnvNotFoundError(
+                f"no environment named {name!r} in {self.root}.",
+                hint=f"create it with manager.create({name!r}, ...).",
+            )
         project = self.project
         env_spec = project.spec.env(name)
         prefix = project.prefix(name)
-        env = Environment(name, prefix, kind=_kind_of(project, prefix, env_spec),
-                          variables=env_spec.variables, project=project)
+        env = Environment(
+            name,
+            prefix,
+            kind=_kind_of(project, prefix, env_spec),
+            variables=env_spec.variables,
+            project=project,
+        )
         self._envs[name] = env
         return env
 
@@ -333,7 +356,7 @@ class EnvironmentManager:
         for env in self._envs.values():
             env.exit()
 
-    environmentExists = environment_exists  # noqa: N815
+    environmentExists = environment_exists
 
 
 def main_env_satisfies(dependencies: Dependencies) -> bool:
@@ -371,4 +394,3 @@ def main_env_satisfies(dependencies: Dependencies) -> bool:
         if not SpecifierSet(str(req.specifier)).contains(installed, prereleases=True):
             return False
     return True
-

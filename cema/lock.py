@@ -24,11 +24,9 @@ _HEADER = (
     "# Commit it; do not edit it by hand (`cema lock` rewrites it, `cema sync` installs it).\n"
 )
 
-try:  # libyaml is an order of magnitude faster on big locks; fall back to pure Python
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
-    _Dumper: type[yaml.SafeDumper] = yaml.CSafeDumper
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader, _Dumper = yaml.SafeLoader, yaml.SafeDumper
+# libyaml is an order of magnitude faster on big locks; fall back to pure Python without it
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -263,11 +261,12 @@ def _pip_from(data: Mapping[str, Any]) -> PipRecord:
 
 def _schema_error(doc: Any, path: Path) -> LockError:
     """Describe why ``doc`` breaks the lock schema (only on the slow, broken path)."""
-    import jsonschema
     from importlib import resources
 
+    import jsonschema
+
     schema = json.loads(
-        resources.files("cema").joinpath("schemas", "cema-lock.schema.json").read_text("utf-8")
+        resources.files("cema").joinpath("schemas/cema-lock.schema.json").read_text("utf-8")
     )
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema).iter_errors(doc)

@@ -60,11 +60,17 @@ class Project:
         self.platform = current_platform()
 
     @classmethod
-    def load(cls, path: Path | str | None = None, *, store: Store | Path | str | None = None,
-             engine: Engine | str | None = None) -> Project:
+    def load(
+        cls,
+        path: Path | str | None = None,
+        *,
+        store: Store | Path | str | None = None,
+        engine: Engine | str | None = None,
+    ) -> Project:
         """Find and read ``cema.yaml`` (``path``: a file or a folder; default: the cwd upwards)."""
-        return cls(load_project(find_spec_file(Path(path) if path else None)), store=store,
-                   engine=engine)
+        return cls(
+            load_project(find_spec_file(Path(path) if path else None)), store=store, engine=engine
+        )
 
     @property
     def engine(self) -> Engine:
@@ -110,8 +116,10 @@ class Project:
         if mode == "locked":
             return self.check(names)
         lock = self._previous_lock()
-        stale = stale_envs(self.spec, lock, names) if lock.envs or names else list(
-            self.spec.environments
+        stale = (
+            stale_envs(self.spec, lock, names)
+            if lock.envs or names
+            else list(self.spec.environments)
         )
         if stale or not self.lock_path.exists():
             log.info("cema.lock is out of date for %s: locking", ", ".join(stale) or "all")

@@ -20,8 +20,9 @@ _PLAIN_VERSION = re.compile(r"^\d+(\.\d+)*$")
 
 def channel_location(channel: str, root: Path) -> str:
     """A channel as the solver takes it: names and URLs as they are, paths made absolute."""
-    if channel.startswith("file://") or "://" not in channel and (
-        channel.startswith((".", "/", "~")) or re.match(r"^[A-Za-z]:[\\/]", channel)
+    if channel.startswith("file://") or (
+        "://" not in channel
+        and (channel.startswith((".", "/", "~")) or re.match(r"^[A-Za-z]:[\\/]", channel))
     ):
         if channel.startswith("file://"):
             return channel
@@ -44,8 +45,7 @@ def _python_packages(records: Sequence[CondaRecord]) -> dict[str, str]:
         r.name: r.version
         for r in records
         if r.noarch == "python"
-        or any(d.split()[0] == "python" for d in r.depends)
-        and r.name != "python"
+        or (any(d.split()[0] == "python" for d in r.depends) and r.name != "python")
     }
 
 
@@ -55,7 +55,11 @@ def _lock_conda_env(
     channels = [channel_location(c, root) for c in env.channels]
     platforms = {}
     for platform in env.platforms:
-        locked = previous.platforms[platform].conda if previous and platform in previous.platforms else ()
+        locked = (
+            previous.platforms[platform].conda
+            if previous and platform in previous.platforms
+            else ()
+        )
         conda = engine.solve(
             specs=conda_specs(env), channels=channels, platform=platform, locked=locked
         )

@@ -95,7 +95,9 @@ class ProjectSpec:
             raise EnvNotFoundError(
                 f"no environment named {name!r} in {self.path or 'the spec'}"
                 f" (declared: {declared}).",
-                hint=f"did you mean {close[0]!r}?" if close else "declare it under `environments:`.",
+                hint=f"did you mean {close[0]!r}?"
+                if close
+                else "declare it under `environments:`.",
             ) from None
 
 
@@ -104,7 +106,7 @@ class ProjectSpec:
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    text = resources.files("cema").joinpath("schemas", "cema.schema.json").read_text("utf-8")
+    text = resources.files("cema").joinpath("schemas/cema.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -246,7 +248,9 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     return data, root
 
 
-def _check_duplicate_keys(node: yaml.Node | None, path: Path, parts: tuple[str | int, ...] = ()) -> None:
+def _check_duplicate_keys(
+    node: yaml.Node | None, path: Path, parts: tuple[str | int, ...] = ()
+) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:

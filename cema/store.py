@@ -157,7 +157,9 @@ class Store:
 
     # locking
     @contextlib.contextmanager
-    def prefix_lock(self, address: str, *, timeout_s: float = PREFIX_LOCK_TIMEOUT_S) -> Iterator[None]:
+    def prefix_lock(
+        self, address: str, *, timeout_s: float = PREFIX_LOCK_TIMEOUT_S
+    ) -> Iterator[None]:
         """Hold the cross-process lock of one prefix."""
         import filelock
 
@@ -211,14 +213,17 @@ class Store:
         """Record (atomically) which prefix each env of a project points at now."""
         path = self._registration_path(lock_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data: dict[str, Any] = {"lock": str(lock_path.resolve()), "envs": dict(sorted(envs.items()))}
+        data: dict[str, Any] = {
+            "lock": str(lock_path.resolve()),
+            "envs": dict(sorted(envs.items())),
+        }
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
         os.replace(tmp, path)
 
     def registrations(self) -> list[Registration]:
         """Every project registered in this store whose lock file still exists."""
-        out = []
+        out: list[Registration] = []
         folder = self.root / "projects"
         if not folder.is_dir():
             return out

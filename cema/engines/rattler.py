@@ -47,7 +47,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _generic(name: str, version: str, build: str = "0") -> rattler.GenericVirtualPackage:
     return rattler.GenericVirtualPackage(
-        rattler.PackageName(name), rattler.Version(version), build
+        rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
     )
 
 
@@ -110,7 +110,7 @@ def _from_record(rec: CondaRecord) -> Any:
         build=rattler.BuildString(rec.build),
         build_number=rec.build_number,
         subdir=rec.subdir,
-        noarch=rattler.NoArchType(rec.noarch) if rec.noarch else None,
+        noarch=rattler.NoArchType(rec.noarch) if rec.noarch else None,  # type: ignore[arg-type]
         depends=list(rec.depends),
         constrains=list(rec.constrains),
         sha256=bytes.fromhex(rec.sha256),
@@ -169,7 +169,7 @@ class RattlerEngine:
                 rattler.solve(
                     sources=[rattler.Channel(c) for c in channels],
                     specs=match_specs,
-                    platforms=[platform, "noarch"],
+                    platforms=[rattler.Subdir(platform), rattler.Subdir("noarch")],
                     locked_packages=[_from_record(r) for r in locked],
                     virtual_packages=virtual_packages(platform, self.host_platform),
                 )

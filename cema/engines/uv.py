@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from cema import _proc
-from cema.errors import EngineUnavailableError, SolveError, SpecError
+from cema.errors import CemaError, EngineUnavailableError, SolveError, SpecError
 from cema.lock import PipRecord
 
 if sys.version_info >= (3, 11):
@@ -136,7 +136,8 @@ def _uv_find(request: str, *, download: bool) -> Interpreter | None:
                 what="probing the interpreter",
                 env=env,
             )
-        except Exception:  # noqa: BLE001 - any failure means "not found"
+        except CemaError as exc:  # not found: try the next way
+            log.debug("uv found no interpreter for %s: %s", request, exc)
             continue
         exe, version = found.stdout.split()[:2]
         return Interpreter(path=Path(exe), version=version)

@@ -1,0 +1,162 @@
+"""The CLI's error boundary and the lock workflow, with a test double for the solver."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from cema.cli import main
+from cema.lock import CondaRecord, read_lock
+from cema.project import Project
+from cema.spec import load_project
+
+
+class FakeEngine:
+    """Test double for the solver: answers every spec with a record from ``versions``."""
+
+    name = "fake"
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        self.versions = versions
+        self.solves = 0
+
+    def solve(
+        self,
+        *,
+        specs: Sequence[str],
+        channels: Sequence[str],
+        platform: str,
+        locked: Sequence[CondaRecord] = (),
+    ) -> list[CondaRecord]:
+        self.solves += 1
+        names = sorted(s.split()[0].split("=")[0] for s in specs)
+        return [
+            CondaRecord(
+                name=n,
+                version=self.versions[n],
+                build="0",
+                build_number=0,
+                subdir=platform,
+                channel="https://example.invalid/ch/",
+                url=f"https://example.invalid/ch/{platform}/{n}-{self.versions[n]}-0.conda",
+                sha256=f"{abs(hash((n, self.versions[n]))):064x}"[-64:],
+            )
+            for n in names
+        ]
+
+    def install(self, **kwargs: object) -> None:  # pragma: no cover - never built here
+        raise AssertionError("the lock workflow must not install")
+
+
+def project_dir(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "cema.yaml").write_text(textwrap.dedent(body))
+    return tmp_path
+
+
+SPEC = """\
+version: 1
+platforms: [linux-64, osx-arm64]
+environments:
+  a: {conda: [xz]}
+  b: {conda: [zlib]}
+"""
+
+
+def test_relock_keeps_unchanged_envs_and_upgrade_refreshes(tmp_path: Path) -> None:
+    folder = project_dir(tmp_path, SPEC)
+    engine = FakeEngine({"xz": "1", "zlib": "1"})
+    Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    assert engine.solves == 4  # two envs x two platforms, from one machine
+    first = (folder / "cema.lock").read_text()
+
+    engine.versions = {"xz": "2", "zlib": "2"}
+    (folder / "cema.yaml").write_text(SPEC.replace("[zlib]", "[zlib, xz]"))
+    engine.versions["xz"] = "2"
+    lock = Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    # a is unchanged: its records stay as they were, although the channel moved on
+    assert lock.envs["a"].platforms["linux-64"].conda[0].version == "1"
+    assert {r.version for r in lock.envs["b"].platforms["linux-64"].conda} == {"2"}
+    assert first != (folder / "cema.lock").read_text()
+
+    lock = Project(load_project(folder), engine=engine, store=tmp_path / "s").lock(upgrade=["a"])
+    assert lock.envs["a"].platforms["linux-64"].conda[0].version == "2"
+
+
+def test_removed_env_leaves_the_lock(tmp_path: Path) -> None:
+    folder = project_dir(tmp_path, SPEC)
+    engine = FakeEngine({"xz": "1", "zlib": "1"})
+    Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    (folder / "cema.yaml").write_text(SPEC.replace("  b: {conda: [zlib]}\n", ""))
+    Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    assert set(read_lock(folder / "cema.lock").envs) == {"a"}
+
+
+def test_lock_check_fails_without_solving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = project_dir(tmp_path, SPEC)
+    Project(
+        load_project(folder), engine=FakeEngine({"xz": "1", "zlib": "1"}), store=tmp_path / "s"
+    ).lock()
+    assert main(["lock", "--check", "--project", str(folder)]) == 0
+    (folder / "cema.yaml").write_text(SPEC.replace("[zlib]", "[zlib, bzip2]"))
+    assert main(["lock", "--check", "--project", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "out of date" in err and "changed or new in cema.yaml: b" in err
+    assert "hint: run `cema lock`" in err
+
+
+def test_user_errors_print_error_and_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = project_dir(tmp_path, "version: 1\nenvironments:\n  a: {pipp: [six]}\n")
+    assert main(["sync", "--project", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder / 'cema.yaml'}:3, at environments.a.pipp: unknown key")
+    assert "hint: did you mean 'pip'?" in err
+    assert "Traceback" not in err
+    assert not (folder / "cema.lock").exists()
+
+
+def test_unknown_env_and_missing_lock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = project_dir(tmp_path, SPEC)
+    assert main(["sync", "--frozen", "--project", str(folder)]) == 1
+    assert "there is no lock" in capsys.readouterr().err
+    assert main(["plan", "-e", "aa", "--project", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "no lock" in err or "no environment named 'aa'" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sync", "--locked", "--frozen"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+
+
+def test_global_options_before_and_after_the_command(tmp_path: Path) -> None:
+    from cema.cli import build_parser
+
+    args = build_parser().parse_args(["--store", "X", "sync"])
+    assert args.store == "X"
+    args = build_parser().parse_args(["sync", "--store", "Y"])
+    assert args.store == "Y"
+
+
+def test_init_writes_a_valid_spec_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", "--project", str(tmp_path)]) == 0
+    load_project(tmp_path / "cema.yaml")
+    assert main(["init", "--project", str(tmp_path)]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("cema ")
