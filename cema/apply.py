@@ -162,10 +162,13 @@ def apply_plan(
     plan: Plan,
     resolved: Sequence[Resolved],
     *,
-    engine: Engine,
+    engine: Engine | None,
     reporter: Reporter | None = None,
 ) -> SyncResult:
-    """Carry out ``plan``: build what is missing, remove what was pruned, register the project."""
+    """Carry out ``plan``: build what is missing, remove what was pruned, register the project.
+
+    ``engine`` may be None when the plan builds nothing.
+    """
     reporter = reporter or NullReporter()
     by_env = {r.env: r for r in resolved}
     builds = plan.builds
@@ -174,6 +177,8 @@ def apply_plan(
     for action in plan.actions:
         match action:
             case Create() | Update(build=True):
+                if engine is None:
+                    raise ValueError("this plan builds prefixes: an engine is required")
                 build_prefix(store, by_env[action.env], engine=engine, reporter=NullReporter())
                 reporter.advance(step=action.env)
             case Remove(address=address):

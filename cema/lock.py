@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -9,10 +10,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
-from urllib.request import pathname2url
 
+import xxhash
 import yaml
 
+from cema import _yaml
 from cema.errors import LockError, StaleLockError
 from cema.hashing import content_hash, spec_hash
 from cema.spec import ProjectSpec
@@ -24,9 +26,8 @@ _HEADER = (
     "# Commit it; do not edit it by hand (`cema lock` rewrites it, `cema sync` installs it).\n"
 )
 
-# libyaml is an order of magnitude faster on big locks; fall back to pure Python without it
+# libyaml parses big locks much faster; fall back to pure Python without it
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -166,26 +167,34 @@ class Lockfile:
 def _to_portable(url: str, base: Path | None) -> str:
     if base is None or not url.startswith("file://"):
         return url
-    path = Path(unquote(urlparse(url).path))
-    rel = os.path.relpath(path, base).replace(os.sep, "/")
-    if not rel.startswith("../"):
-        rel = "./" + rel
-    return rel + ("/" if url.endswith("/") and not rel.endswith("/") else "")
+    folder, _, name = url.rpartition("/")
+    return _portable_folder(folder, str(base)) + name
+
+
+@functools.lru_cache(maxsize=1024)
+def _portable_folder(folder_url: str, base: str) -> str:
+    rel = os.path.relpath(unquote(urlparse(folder_url).path), base).replace(os.sep, "/")
+    return (rel if rel.startswith("../") or rel == ".." else "./" + rel).rstrip("/") + "/"
 
 
 def _from_portable(url: str, base: Path | None) -> str:
-    if base is None or not (url.startswith(("./", "../")) or url in (".", "..")):
+    if base is None or not url.startswith(("./", "../")):
         return url
-    path = (base / url).resolve()
-    out = "file://" + pathname2url(str(path))
-    return out + "/" if url.endswith("/") else out
+    folder, _, name = url.rpartition("/")
+    return _absolute_folder(folder, str(base)) + name
+
+
+@functools.lru_cache(maxsize=1024)
+def _absolute_folder(folder: str, base: str) -> str:
+    # the lock's own path is already resolved: normalising is enough (no symlink lookups)
+    return Path(os.path.normpath(Path(base) / folder)).as_uri().rstrip("/") + "/"
 
 
 # --- writing --------------------------------------------------------------------------------
 
 
-def to_yaml(lock: Lockfile) -> str:
-    """The lock as deterministic, sorted, diff-friendly YAML."""
+def to_doc(lock: Lockfile) -> dict[str, Any]:
+    """The lock as plain data, sorted, with local channels relative to the lock's folder."""
     base = lock.path.parent if lock.path else None
     envs: dict[str, Any] = {}
     for name in sorted(lock.envs):
@@ -209,23 +218,40 @@ def to_yaml(lock: Lockfile) -> str:
             }
         body["platforms"] = platforms
         envs[name] = body
-    doc = {"version": LOCK_VERSION, "environments": envs}
-    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
-    return _HEADER + text
+    return {"version": LOCK_VERSION, "environments": envs}
 
 
-def write_lock(lock: Lockfile, path: Path | None = None) -> Path:
+def to_yaml(lock: Lockfile) -> str:
+    """The lock as deterministic, sorted, diff-friendly YAML."""
+    return _HEADER + _yaml.dump(to_doc(lock))
+
+
+def write_lock(lock: Lockfile, path: Path | None = None, *, cache_dir: Path | None = None) -> Path:
     """Write the lock atomically (a temp file, then rename): never half written."""
-    target = Path(path or lock.path or LOCK_FILENAME)
-    lock = replace(lock, path=target.resolve())
-    text = to_yaml(lock)
+    target = Path(path or lock.path or LOCK_FILENAME).resolve()
+    doc = to_doc(replace(lock, path=target))
+    text = _HEADER + _yaml.dump(doc)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    _remember(_cache_file(cache_dir, text, target.parent), doc)
     return target
+
+
+def _remember(cache: Path | None, doc: Any) -> None:
+    """Keep a JSON copy of a checked lock document (best effort)."""
+    if cache is None:
+        return
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:  # a read-only cache only costs speed
+        pass
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -279,8 +305,19 @@ def _schema_error(doc: Any, path: Path) -> LockError:
     )
 
 
-def read_lock(path: Path | str) -> Lockfile:
-    """Read ``cema.lock``, checking its structure and that no record was edited by hand."""
+def _cache_file(cache_dir: Path | None, text: str, base: Path) -> Path | None:
+    if cache_dir is None:
+        return None
+    key = xxhash.xxh3_128_hexdigest(f"{LOCK_VERSION}\0{base}\0{text}".encode())
+    return cache_dir / f"{key}.json"
+
+
+def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
+    """Read ``cema.lock``, checking its structure and that no record was edited by hand.
+
+    With ``cache_dir``, a lock read before is taken from a JSON copy keyed by its exact text
+    (already checked then): a no-op ``cema sync`` does not pay for YAML parsing.
+    """
     path = Path(path).resolve()
     try:
         text = path.read_text(encoding="utf-8")
@@ -288,6 +325,12 @@ def read_lock(path: Path | str) -> Lockfile:
         raise LockError(
             f"there is no lock at {path}.", hint="run `cema lock` to resolve the environments."
         ) from None
+    cache = _cache_file(cache_dir, text, path.parent)
+    if cache is not None:
+        try:
+            return _build(json.loads(cache.read_text("utf-8")), path, verify=False)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no (usable) copy: read the YAML
     try:
         doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (C or Python)
     except yaml.YAMLError as exc:
@@ -300,6 +343,13 @@ def read_lock(path: Path | str) -> Lockfile:
             f"{path} has lock format version {found!r}; this Cema reads {LOCK_VERSION}.",
             hint="run `cema lock` to rewrite it with this version of Cema.",
         )
+    lock = _build(doc, path, verify=True)
+    _remember(cache, doc)
+    return lock
+
+
+def _build(doc: Any, path: Path, *, verify: bool) -> Lockfile:
+    """Lock objects from a parsed document; ``verify`` checks every content-hash."""
     base = path.parent
     envs: dict[str, LockedEnv] = {}
     try:
@@ -312,7 +362,7 @@ def read_lock(path: Path | str) -> Lockfile:
                     conda=tuple(_conda_from(r, base) for r in content.get("conda") or ()),
                     pip=tuple(_pip_from(r) for r in content.get("pip") or ()),
                 )
-                if locked.content_hash != content.get("content-hash"):
+                if verify and locked.content_hash != content.get("content-hash"):
                     raise LockError(
                         f"{path}: the records of environment {name!r} on {plat} do not match"
                         " their content-hash: the lock was edited by hand.",

@@ -81,7 +81,11 @@ class Project:
 
     def read_lock(self) -> Lockfile:
         """The project's lock (``LockError`` if there is none or it is corrupt)."""
-        return read_lock(self.lock_path)
+        return read_lock(self.lock_path, cache_dir=self._lock_cache)
+
+    @property
+    def _lock_cache(self) -> Path:
+        return self.store.root / "cache" / "locks"
 
     def _previous_lock(self) -> Lockfile:
         try:
@@ -107,8 +111,8 @@ class Project:
         )
         # envs no longer declared leave the lock
         lock = lock.with_envs(e for e in lock.envs.values() if e.name in self.spec.environments)
-        write_lock(lock, self.lock_path)
-        return read_lock(self.lock_path)
+        write_lock(lock, self.lock_path, cache_dir=self._lock_cache)
+        return self.read_lock()
 
     def _lock_for_sync(self, names: Sequence[str], mode: SyncMode) -> Lockfile:
         if mode == "frozen":
@@ -152,7 +156,9 @@ class Project:
         lock = self._lock_for_sync(names, mode)
         resolved = self.targets(lock, names)
         plan = plan_sync(self.store, lock, resolved, prune=prune)
-        return apply_plan(self.store, lock, plan, resolved, engine=self.engine, reporter=reporter)
+        # a no-op sync never loads the engine (importing rattler is most of its cost)
+        engine = self.engine if plan.builds else None
+        return apply_plan(self.store, lock, plan, resolved, engine=engine, reporter=reporter)
 
     def prefix(self, name: str) -> Path:
         """The prefix env ``name`` was last synced to (``EnvError`` if never)."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from cema._paths import default_home
 from cema.errors import SpecError
 
 SPEC_FILENAME = "cema.yaml"
@@ -208,19 +209,41 @@ def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = No
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(
-        validator.iter_errors(data),
-        key=lambda e: (list(e.absolute_path).__len__(), [str(p) for p in e.absolute_path]),
-    )
+    errors = list(validator.iter_errors(data))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise _describe(best or errors[0], root, file)
 
 
+def _validated_marker(text: str) -> Path:
+    import xxhash
+
+    schema = resources.files("cema").joinpath("schemas/cema.schema.json").read_bytes()
+    key = xxhash.xxh3_64_hexdigest(schema + b"\0" + text.encode("utf-8"))
+    return default_home() / "validated" / key
+
+
+def _validate_cached(data: Any, text: str, *, file: Path, root: yaml.Node | None) -> None:
+    """Validate, remembering texts that passed: a no-op ``cema sync`` skips jsonschema."""
+    marker = _validated_marker(text)
+    if marker.exists():
+        return
+    validate(data, file=file, root=root)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:  # a read-only cache only costs speed
+        pass
+
+
 # --- loading ------------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None, str]:
+    """Parse once: the node tree (for line numbers and duplicate keys) and the data."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -229,9 +252,10 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the file ({exc})", file=path) from exc
+    loader = _Loader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -244,8 +268,10 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"this is not valid YAML: {exc}", file=path) from None
+    finally:
+        loader.dispose()
     _check_duplicate_keys(root, path)
-    return data, root
+    return data, root, text
 
 
 def _check_duplicate_keys(
@@ -274,12 +300,13 @@ def load_project(path: Path | str) -> ProjectSpec:
     path = Path(path)
     if path.is_dir():
         path = path / SPEC_FILENAME
-    data, root = _read_yaml(path)
+    data, root, text = _read_yaml(path)
     if data is None:
         raise SpecError(
             "the file is empty", file=path, hint="run `cema init` to write a starting point."
         )
-    return project_from_dict(data, path=path.resolve(), root=root)
+    _validate_cached(data, text, file=path, root=root)
+    return _project_from_validated(data, path=path.resolve())
 
 
 def project_from_dict(
@@ -287,6 +314,10 @@ def project_from_dict(
 ) -> ProjectSpec:
     """Validate a whole-project mapping (the content of ``cema.yaml``) and freeze it."""
     validate(data, file=path, root=root)
+    return _project_from_validated(data, path=path)
+
+
+def _project_from_validated(data: Any, *, path: Path | None) -> ProjectSpec:
     channels = tuple(data.get("channels", DEFAULT_CHANNELS))
     platforms = tuple(data.get("platforms", (current_platform(),)))
     envs = {

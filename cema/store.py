@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import xxhash
 
+from cema._paths import default_home
 from cema.errors import EnvBusyError
 
 RECEIPT_NAME = ".cema-receipt.json"
@@ -25,15 +25,7 @@ PREFIX_LOCK_TIMEOUT_S = 1800.0
 
 def default_store_root() -> Path:
     """``$CEMA_HOME``, else the user cache dir (``~/.cache/cema`` on Linux)."""
-    home = os.environ.get("CEMA_HOME")
-    if home:
-        return Path(home).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "cema" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "cema"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cema"
+    return default_home()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

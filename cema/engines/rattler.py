@@ -33,11 +33,13 @@ _ARCHSPEC = {
 }
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None = None) -> T:
     """Run a rattler coroutine from synchronous code (also inside a running event loop)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        if loop is not None:
+            return loop.run_until_complete(coro)
         return asyncio.run(coro)
     import concurrent.futures
 
@@ -150,6 +152,22 @@ class RattlerEngine:
 
     def __init__(self, *, host_platform: str | None = None) -> None:
         self.host_platform = host_platform or str(rattler.Subdir.current())
+        # one gateway per engine: repodata is fetched and parsed once for all the solves of a lock
+        self._gateway: Any = None
+        self._virtual: dict[str, list[Any]] = {}
+        # one event loop for every solve: a loop per call costs more than a small solve
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        """Release the event loop (engines are cheap; this only matters in long processes)."""
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.close()
 
     def solve(
         self,
@@ -164,15 +182,22 @@ class RattlerEngine:
             match_specs = [rattler.MatchSpec(s) for s in specs]
         except Exception as exc:
             raise SolveError(f"{exc}.", hint="check the conda specs in cema.yaml.") from None
+        if self._gateway is None:
+            self._gateway = rattler.Gateway()
+            self._loop = asyncio.new_event_loop()
+        if platform not in self._virtual:
+            self._virtual[platform] = virtual_packages(platform, self.host_platform)
         try:
             solved = _run(
                 rattler.solve(
                     sources=[rattler.Channel(c) for c in channels],
+                    gateway=self._gateway,
                     specs=match_specs,
                     platforms=[rattler.Subdir(platform), rattler.Subdir("noarch")],
                     locked_packages=[_from_record(r) for r in locked],
-                    virtual_packages=virtual_packages(platform, self.host_platform),
-                )
+                    virtual_packages=self._virtual[platform],
+                ),
+                self._loop,
             )
         except Exception as exc:
             kind = type(exc).__name__

@@ -123,7 +123,7 @@ def test_local_channels_are_relative_to_the_lock(tmp_path: Path) -> None:
 def test_hand_edited_record_is_detected(tmp_path: Path) -> None:
     lock, _ = sample_lock(tmp_path)
     path = write_lock(lock)
-    path.write_text(path.read_text().replace("version: '5.2'", "version: '5.3'"))
+    path.write_text(path.read_text().replace('version: "5.2"', 'version: "5.3"'))
     with pytest.raises(LockError, match="edited by hand") as info:
         read_lock(path)
     assert info.value.hint and "cema lock" in info.value.hint
@@ -174,3 +174,21 @@ def test_write_is_atomic_on_failure(tmp_path: Path) -> None:
         write_lock(lock.with_envs([*lock.envs.values(), bad]), path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+TRICKY = [
+    "3.10", "1e5", "0o17", "yes", "No", "null", "~", "", " lead", "trail ", "a: b", "a #b",
+    "- x", "[x]", "{x}", "'q'", '"q"', "\\", "ünï", "https://u:p@x/y?z=1&w", "./rel/x.conda",
+    "../up", ".5", ".inf", "2024-06-02", "true", "@at", "!tag", "*ref", "&anchor", "%pct", "x\ny",
+    "libgcc-ng >=12", "_libgcc_mutex ==0.1 conda_forge", "h166bdaf_0", "2_gnu",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_yaml_writer_round_trips_every_string(text: str) -> None:
+    import yaml
+
+    from cema import _yaml
+
+    doc = {"k": text, "l": [text, {"n": text, "e": []}], text or "empty": 1}
+    assert yaml.safe_load(_yaml.dump(doc)) == doc

@@ -1,0 +1,163 @@
+"""Core pipeline speed, as ratios against raw py-rattler (and `cema --version`) in the same run.
+
+Usage: python bench/bench_core.py [--shared PATH] [--repeat N]
+
+Needs the real conda-forge archives of ../shared/testdata/conda-forge (copied and indexed into a
+temporary folder). Targets (issue #2):
+  no-op `cema sync` of 20 locked envs   <= 2.0x `cema --version`
+  create from a warm package cache      <= 1.2x raw `rattler.install` of the same records
+  lock of 20 envs                       <= 1.2x raw `rattler.solve` of the same specs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["xz", "bzip2", "libzlib", "libffi", "ncurses", "libuuid", "tk", "libsqlite"]
+OPENSSL = ["openssl=3.2.1", "openssl=3.3.1"]
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls, in seconds."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def twenty_specs() -> list[list[str]]:
+    combos = [
+        [*pair, ssl]
+        for pair in itertools.combinations(PACKAGES, 2)
+        for ssl in OPENSSL
+    ]
+    return [list(c) for c in combos[:20]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    source = args.shared / "testdata" / "conda-forge" / "channel"
+    if not source.is_dir():
+        print(f"skipped: {source} is absent (the bench needs the real conda-forge archives)")
+        return 0
+
+    import rattler
+    from rattler.index import index_fs
+
+    from cema.apply import build_prefix, resolve_targets
+    from cema.engines.base import NullReporter
+    from cema.engines.rattler import RattlerEngine, virtual_packages
+    from cema.project import Project
+    from cema.spec import load_project
+    from cema.store import Store
+
+    work = Path(tempfile.mkdtemp(prefix="cema-bench-"))
+    try:
+        channel = work / "channel"
+        shutil.copytree(source, channel)
+        asyncio.run(index_fs(channel, write_zst=False, write_shards=False))
+        specs = twenty_specs()
+        project_dir = work / "project"
+        project_dir.mkdir()
+        lines = ["version: 1", f"channels: [{channel}]", "platforms: [linux-64]", "environments:"]
+        lines += [f"  env{i:02d}: {{conda: [{', '.join(s)}]}}" for i, s in enumerate(specs)]
+        (project_dir / "cema.yaml").write_text("\n".join(lines) + "\n")
+        store = Store(work / "store")
+        env = {**os.environ, "CEMA_HOME": str(store.root)}
+
+        # 1. lock of 20 envs vs raw rattler.solve of the same specs
+        def cema_lock() -> None:
+            (project_dir / "cema.lock").unlink(missing_ok=True)
+            Project(load_project(project_dir), store=store).lock()
+
+        host = str(rattler.Subdir.current())
+
+        def raw_solve() -> None:
+            gateway = rattler.Gateway()  # the best raw use: one gateway for all the solves
+            for spec in specs:
+                asyncio.run(
+                    rattler.solve(
+                        sources=[rattler.Channel(str(channel))],
+                        gateway=gateway,
+                        specs=[rattler.MatchSpec(s) for s in spec],
+                        platforms=[rattler.Subdir("linux-64"), rattler.Subdir("noarch")],
+                        virtual_packages=virtual_packages("linux-64", host),
+                    )
+                )
+
+        raw_solve()  # warm both the same way
+        t_solve = timed(raw_solve, args.repeat)
+        t_lock = timed(cema_lock, args.repeat)
+
+        # 2. create from a warm package cache vs raw rattler.install of the same records
+        project = Project(load_project(project_dir), store=store)
+        lock = project.read_lock()
+        (item,) = resolve_targets(lock, ["env00"], platform="linux-64")
+        engine = RattlerEngine()
+        from cema.engines.rattler import _from_record
+
+        records = [_from_record(r) for r in item.content.conda]
+        asyncio.run(rattler.install(records, target_prefix=work / "warm", cache_dir=store.package_cache,
+                                    show_progress=False))
+
+        def raw_install() -> None:
+            target = work / "raw"
+            shutil.rmtree(target, ignore_errors=True)
+            asyncio.run(rattler.install(records, target_prefix=target,
+                                        cache_dir=store.package_cache, show_progress=False))
+
+        def cema_create() -> None:
+            shutil.rmtree(store.prefix(item.address), ignore_errors=True)
+            build_prefix(store, item, engine=engine, reporter=NullReporter())
+
+        t_raw_install = timed(raw_install, args.repeat)
+        t_create = timed(cema_create, args.repeat)
+
+        # 3. no-op sync of 20 envs vs `cema --version` (whole processes, as a user runs them)
+        cema = [sys.executable, "-m", "cema"]
+        subprocess.run([*cema, "--project", str(project_dir), "sync", "-q"], env=env, check=True)
+
+        def version() -> None:
+            subprocess.run([*cema, "--version"], env=env, check=True, capture_output=True)
+
+        def noop_sync() -> None:
+            subprocess.run([*cema, "--project", str(project_dir), "sync", "--locked", "-q"],
+                           env=env, check=True, capture_output=True)
+
+        t_version = timed(version, args.repeat)
+        t_noop = timed(noop_sync, args.repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = [
+        ("no-op sync, 20 envs / cema --version", t_noop, t_version, 2.0),
+        ("create, warm cache / raw rattler.install", t_create, t_raw_install, 1.2),
+        ("lock, 20 envs / raw rattler.solve", t_lock, t_solve, 1.2),
+    ]
+    print(f"{'measure':44} {'cema':>9} {'baseline':>9} {'ratio':>6} {'target':>7}")
+    for name, ours, base, target in rows:
+        ratio = ours / base
+        flag = "ok" if ratio <= target else "MISS"
+        print(f"{name:44} {ours * 1000:8.1f}ms {base * 1000:8.1f}ms {ratio:6.2f} <={target:<5} {flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

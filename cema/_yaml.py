@@ -1,0 +1,66 @@
+"""A small, deterministic block-style YAML writer for documents of dicts, lists and scalars."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Any
+
+# plain scalars that YAML 1.1 and 1.2 both read back as the same string
+# (names, builds, hashes, URLs, ./relative paths; never a leading digit: it could be a number)
+_PLAIN = re.compile(r"(?:[A-Za-z_]|\.\.?/)[A-Za-z0-9_.\-/:@%+=~]*")
+_RESERVED = frozenset(["y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"])
+
+
+@functools.lru_cache(maxsize=65536)
+def _string(text: str) -> str:
+    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def scalar(value: Any) -> str:
+    """One scalar as YAML: plain where unambiguous, else JSON-quoted (valid YAML)."""
+    if type(value) is str:
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return _string(str(value))
+
+
+def _emit(value: Any, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                out.append(f"{pad}{scalar(key)}:")
+                _emit(item, indent + 2 if isinstance(item, dict) else indent, out)
+            else:
+                empty = "{}" if isinstance(item, dict) else "[]"
+                rendered = empty if isinstance(item, dict | list) else scalar(item)
+                out.append(f"{pad}{scalar(key)}: {rendered}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict) and item:
+                lines: list[str] = []
+                _emit(item, indent + 2, lines)
+                out.append(f"{pad}- {lines[0][indent + 2 :]}")
+                out.extend(lines[1:])
+            elif isinstance(item, list) and item:
+                raise TypeError("nested lists are not used in Cema documents")
+            else:
+                out.append(f"{pad}- {scalar(item) if not isinstance(item, dict | list) else '[]'}")
+    else:
+        out.append(pad + scalar(value))
+
+
+def dump(doc: dict[str, Any]) -> str:
+    """``doc`` as block-style YAML, keys in the order given."""
+    out: list[str] = []
+    _emit(doc, 0, out)
+    return "\n".join(out) + "\n"
