@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -163,9 +164,20 @@ class Lockfile:
 
 # --- local channels are written relative to the lock's folder -----------------------------
 
+_USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]+@", re.IGNORECASE)
+_TOKEN = re.compile(r"/t/[^/]+/")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without ``user:password@`` and without an anaconda.org ``/t/<token>/`` part."""
+    return _TOKEN.sub("/", _USERINFO.sub(r"\g<scheme>", url))
+
 
 def _to_portable(url: str, base: Path | None) -> str:
-    if base is None or not url.startswith("file://"):
+    if not url.startswith("file://"):
+        # credentials never land in the lock: the engines take them from the environment
+        return redact_url(url)
+    if base is None:
         return url
     folder, _, name = url.rpartition("/")
     return _portable_folder(folder, str(base)) + name
@@ -214,7 +226,10 @@ def to_doc(lock: Lockfile) -> dict[str, Any]:
             platforms[plat] = {
                 "content-hash": content.content_hash,
                 "conda": conda,
-                "pip": [r.as_dict() for r in sorted(content.pip, key=lambda r: r.name)],
+                "pip": [
+                    {**r.as_dict(), "url": redact_url(r.url)}
+                    for r in sorted(content.pip, key=lambda r: r.name)
+                ],
             }
         body["platforms"] = platforms
         envs[name] = body

@@ -213,6 +213,38 @@ def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = No
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise _describe(best or errors[0], root, file)
+    _check_requirements(data, file=file, root=root)
+
+
+def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None) -> None:
+    """Every ``pip`` entry must be a PEP 508 requirement (the schema only says "string")."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for name, body in data["environments"].items():
+        if (body or {}).get("kind") == "venv" and body.get("conda"):
+            parts_kind: list[str | int] = ["environments", name, "kind"]
+            node = _node_at(root, parts_kind)
+            raise SpecError(
+                "a venv cannot have conda dependencies",
+                file=file,
+                line=node.start_mark.line + 1 if node is not None else None,
+                key=_key_path(parts_kind),
+                hint="use `kind: conda` (or `auto`), or move the packages to `pip:`.",
+            )
+        for i, text in enumerate((body or {}).get("pip", ())):
+            try:
+                Requirement(text)
+            except InvalidRequirement as exc:
+                parts: list[str | int] = ["environments", name, "pip", i]
+                node = _node_at(root, parts)
+                raise SpecError(
+                    f"{text!r} is not a valid pip requirement ({str(exc).splitlines()[0]})",
+                    file=file,
+                    line=node.start_mark.line + 1 if node is not None else None,
+                    key=_key_path(parts),
+                    hint='write it as PEP 508 does, e.g. "requests>=2.31" or'
+                    ' "pkg @ https://host/pkg-1.0-py3-none-any.whl".',
+                ) from None
 
 
 def _validated_marker(text: str) -> Path:

@@ -63,7 +63,7 @@ def test_spec_hash_ignores_variables_but_not_channels_order() -> None:
         {"python": "3.12"},
         {"conda": ["xz", "bzip2"]},
         {"pip": ["six"]},
-        {"kind": "venv"},
+        {"kind": "conda", "conda": []},
     ],
 )
 def test_spec_hash_changes_with_content(change: dict[str, object]) -> None:
@@ -114,3 +114,8 @@ def test_normalize_conda_spec(raw: str, normal: str) -> None:
 
 def test_normalize_pip_requirement() -> None:
     assert normalize_pip_requirement("Foo_Bar >= 1.0") == "foo-bar>=1.0"
+
+
+def test_spec_hash_changes_with_kind() -> None:
+    assert spec_hash(env(pip=["six"])) != spec_hash(env(pip=["six"], kind="conda"))
+    assert spec_hash(env(pip=["six"])) == spec_hash(env(pip=["six"], kind="venv"))

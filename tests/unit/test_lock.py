@@ -177,10 +177,42 @@ def test_write_is_atomic_on_failure(tmp_path: Path) -> None:
 
 
 TRICKY = [
-    "3.10", "1e5", "0o17", "yes", "No", "null", "~", "", " lead", "trail ", "a: b", "a #b",
-    "- x", "[x]", "{x}", "'q'", '"q"', "\\", "ünï", "https://u:p@x/y?z=1&w", "./rel/x.conda",
-    "../up", ".5", ".inf", "2024-06-02", "true", "@at", "!tag", "*ref", "&anchor", "%pct", "x\ny",
-    "libgcc-ng >=12", "_libgcc_mutex ==0.1 conda_forge", "h166bdaf_0", "2_gnu",
+    "3.10",
+    "1e5",
+    "0o17",
+    "yes",
+    "No",
+    "null",
+    "~",
+    "",
+    " lead",
+    "trail ",
+    "a: b",
+    "a #b",
+    "- x",
+    "[x]",
+    "{x}",
+    "'q'",
+    '"q"',
+    "\\",
+    "ünï",
+    "https://u:p@x/y?z=1&w",
+    "./rel/x.conda",
+    "../up",
+    ".5",
+    ".inf",
+    "2024-06-02",
+    "true",
+    "@at",
+    "!tag",
+    "*ref",
+    "&anchor",
+    "%pct",
+    "x\ny",
+    "libgcc-ng >=12",
+    "_libgcc_mutex ==0.1 conda_forge",
+    "h166bdaf_0",
+    "2_gnu",
 ]
 
 
@@ -192,3 +224,31 @@ def test_yaml_writer_round_trips_every_string(text: str) -> None:
 
     doc = {"k": text, "l": [text, {"n": text, "e": []}], text or "empty": 1}
     assert yaml.safe_load(_yaml.dump(doc)) == doc
+
+
+def test_credentials_never_land_in_the_lock(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    lock, _ = sample_lock(tmp_path)
+    a = lock.envs["a"]
+    content = a.platforms["linux-64"]
+    secret_pip = replace(content.pip[0], url="https://user:s3cret@pypi.example/six.whl")
+    secret_conda = replace(
+        record("xz", "5.2", tmp_path),
+        channel="https://conda.anaconda.org/t/tk-123abc/private/",
+        url="https://conda.anaconda.org/t/tk-123abc/private/linux-64/xz-5.2-0.tar.bz2",
+    )
+    env = LockedEnv(
+        name="a",
+        spec_hash=a.spec_hash,
+        kind="conda",
+        platforms={
+            "linux-64": LockedPlatform(
+                platform="linux-64", kind="conda", conda=(secret_conda,), pip=(secret_pip,)
+            )
+        },
+    )
+    text = to_yaml(lock.with_envs([env]))
+    assert "s3cret" not in text and "tk-123abc" not in text
+    assert "https://pypi.example/six.whl" in text
+    assert "https://conda.anaconda.org/private/linux-64/xz-5.2-0.tar.bz2" in text

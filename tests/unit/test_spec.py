@@ -167,3 +167,22 @@ def test_schema_file_is_valid_2020_12() -> None:
         schema = json.loads((root / name).read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["$schema"].endswith("2020-12/schema")
+
+
+def test_invalid_pip_requirement_names_the_item(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "version: 1\nenvironments:\n  a:\n    pip:\n      - six\n      - 'numpy=>1'\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_project(path)
+    assert info.value.key == "environments.a.pip[1]"
+    assert info.value.line == 6
+    assert "not a valid pip requirement" in str(info.value)
+
+
+def test_venv_with_conda_dependencies_is_refused() -> None:
+    with pytest.raises(SpecError, match="a venv cannot have conda dependencies") as info:
+        project_from_dict(
+            {"version": 1, "environments": {"a": {"kind": "venv", "conda": ["xz"]}}}
+        )
+    assert info.value.key == "environments.a.kind"
