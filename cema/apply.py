@@ -132,9 +132,10 @@ def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Repo
             raise
         try:
             # the pip layer goes in after publish so its scripts name the final path
+            # activation scripts run once, here; the pip layer then installs in the activated env
+            activation.write_activation_cache(final, content.kind)
             env = activation.activated_environ(final, kind=content.kind, name=item.env)
             uv.install_pip(final, content.pip, env=env)
-            activation.write_activation_cache(final, content.kind)
             store.write_receipt(
                 final,
                 Receipt(
