@@ -40,11 +40,7 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 
 def twenty_specs() -> list[list[str]]:
-    combos = [
-        [*pair, ssl]
-        for pair in itertools.combinations(PACKAGES, 2)
-        for ssl in OPENSSL
-    ]
+    combos = [[*pair, ssl] for pair in itertools.combinations(PACKAGES, 2) for ssl in OPENSSL]
     return [list(c) for c in combos[:20]]
 
 
@@ -114,14 +110,26 @@ def main() -> int:
         from cema.engines.rattler import _from_record
 
         records = [_from_record(r) for r in item.content.conda]
-        asyncio.run(rattler.install(records, target_prefix=work / "warm", cache_dir=store.package_cache,
-                                    show_progress=False))
+        asyncio.run(
+            rattler.install(
+                records,
+                target_prefix=work / "warm",
+                cache_dir=store.package_cache,
+                show_progress=False,
+            )
+        )
 
         def raw_install() -> None:
             target = work / "raw"
             shutil.rmtree(target, ignore_errors=True)
-            asyncio.run(rattler.install(records, target_prefix=target,
-                                        cache_dir=store.package_cache, show_progress=False))
+            asyncio.run(
+                rattler.install(
+                    records,
+                    target_prefix=target,
+                    cache_dir=store.package_cache,
+                    show_progress=False,
+                )
+            )
 
         def cema_create() -> None:
             shutil.rmtree(store.prefix(item.address), ignore_errors=True)
@@ -138,8 +146,12 @@ def main() -> int:
             subprocess.run([*cema, "--version"], env=env, check=True, capture_output=True)
 
         def noop_sync() -> None:
-            subprocess.run([*cema, "--project", str(project_dir), "sync", "--locked", "-q"],
-                           env=env, check=True, capture_output=True)
+            subprocess.run(
+                [*cema, "--project", str(project_dir), "sync", "--locked", "-q"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
 
         t_version = timed(version, args.repeat)
         t_noop = timed(noop_sync, args.repeat)
@@ -155,7 +167,9 @@ def main() -> int:
     for name, ours, base, target in rows:
         ratio = ours / base
         flag = "ok" if ratio <= target else "MISS"
-        print(f"{name:44} {ours * 1000:8.1f}ms {base * 1000:8.1f}ms {ratio:6.2f} <={target:<5} {flag}")
+        print(
+            f"{name:44} {ours * 1000:8.1f}ms {base * 1000:8.1f}ms {ratio:6.2f} <={target:<5} {flag}"
+        )
     return 0
 
 

@@ -1,7 +1,5 @@
 """``python -m cema``: the same as the ``cema`` command."""
 
-import sys
+from cema.cli import entry
 
-from cema.cli import main
-
-sys.exit(main())
+entry()

@@ -173,9 +173,20 @@ def apply_plan(
     reporter = reporter or NullReporter()
     by_env = {r.env: r for r in resolved}
     builds = plan.builds
+    previous = store.registration(lock.path) if lock.path is not None else None
+    kept = {k: v for k, v in (previous.envs if previous else {}).items() if k in lock.envs}
+    if lock.path is not None and builds:
+        # referenced before they exist: a concurrent `cema gc` never removes what we build
+        store.register(lock.path, kept, pending=[r.address for r in resolved])
     if builds:
         reporter.start(total=len(builds), label=f"building {len(builds)} environment(s)")
-    for action in plan.actions:
+    actions = plan.actions
+    run_script = getattr(engine, "run_plan", None)
+    if run_script is not None and builds:
+        # a script engine (micromamba) carries out the whole plan: builds and removals
+        run_script(store=store, plan=plan, envs=resolved, reporter=reporter)
+        actions = ()
+    for action in actions:
         match action:
             case Create() | Update(build=True):
                 if engine is None:
@@ -189,10 +200,5 @@ def apply_plan(
         reporter.finish()
     prefixes = {r.env: store.prefix(r.address) for r in resolved}
     if lock.path is not None:
-        registration = store.registration(lock.path)
-        envs = {
-            k: v for k, v in (registration.envs if registration else {}).items() if k in lock.envs
-        }
-        envs.update({r.env: r.address for r in resolved})
-        store.register(lock.path, envs)
+        store.register(lock.path, {**kept, **{r.env: r.address for r in resolved}})
     return SyncResult(plan=plan, prefixes=prefixes)

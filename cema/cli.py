@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -74,7 +75,13 @@ class BarReporter:
 def _project(args: argparse.Namespace) -> Project:
     from cema.project import Project
 
-    return Project.load(args.project, store=args.store)
+    engine: Any = getattr(args, "engine", None)
+    binary = getattr(args, "micromamba", None)
+    if binary is not None or engine == "micromamba":
+        from cema.engines.micromamba import MicromambaEngine
+
+        engine = MicromambaEngine(binary=binary)
+    return Project.load(args.project, store=args.store, engine=engine)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -130,6 +137,9 @@ def _print_plan(plan: Plan, project: Project) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Show what ``cema sync`` would do."""
     project = _project(args)
+    if args.script:
+        sys.stdout.write(project.script(args.script, names=args.env or (), prune=args.prune).text)
+        return 0
     plan = project.plan(names=args.env or (), prune=args.prune, mode="locked")
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
@@ -195,8 +205,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from cema.store import Store
 
     store = Store(args.store) if args.store else _gc_store(args)
+    # inventory first: a sync registers what it builds before its receipt can appear
+    ready = store.inventory()
     referenced = store.referenced()
-    unused = sorted(a for a in store.inventory() if a not in referenced)
+    unused = sorted(a for a in ready if a not in referenced)
     for address in unused:
         print(("would remove " if args.dry_run else "removing ") + str(store.prefix(address)))
         if not args.dry_run:
@@ -282,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--prune", action="store_true", help="include removals")
     p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+    p.add_argument(
+        "--script",
+        choices=["bash", "powershell"],
+        help="print the plan as a micromamba script for this shell instead",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
@@ -296,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune", action="store_true", help="remove prefixes this project no longer uses"
     )
     p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+    p.add_argument(
+        "--engine",
+        choices=["rattler", "micromamba"],
+        help="what builds the prefixes (default: `engine:` in cema.yaml, else rattler)",
+    )
+    p.add_argument(
+        "--micromamba",
+        metavar="PATH",
+        help="the micromamba binary (implies --engine micromamba)",
+    )
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
@@ -342,5 +369,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The console script: ``main()``, then leave without finalizing the interpreter.
+
+    py-rattler's tokio threads can still be handing a result back to Python when ``main()``
+    returns; finalizing the interpreter under them crashes (SIGSEGV/SIGABRT) after the work is
+    done. Nothing is left to clean up here: flush what was written and exit at once.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

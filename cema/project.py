@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cema.apply import Resolved, SyncResult, apply_plan, plan_sync, resolve_targets
 from cema.engines import Engine, Reporter, get_engine
@@ -15,6 +15,9 @@ from cema.plan import Plan
 from cema.resolve import lock_project
 from cema.spec import SPEC_FILENAME, ProjectSpec, current_platform, load_project
 from cema.store import Store
+
+if TYPE_CHECKING:
+    from cema.render import Script, Shell
 
 log = logging.getLogger(__name__)
 SyncMode = Literal["auto", "locked", "frozen"]
@@ -87,12 +90,20 @@ class Project:
     def _lock_cache(self) -> Path:
         return self.store.root / "cache" / "locks"
 
-    def _previous_lock(self) -> Lockfile:
+    def _previous_lock(self, *, strict: bool) -> Lockfile:
+        """The current lock, or an empty one where there is none.
+
+        A lock that exists but is corrupt or hand-edited is an error when ``strict`` (a sync
+        must never quietly replace it), and is resolved again from scratch by ``cema lock``.
+        """
+        if not self.lock_path.exists():
+            return Lockfile(path=self.lock_path)
         try:
             return self.read_lock()
         except LockError:
-            if self.lock_path.exists():
-                log.warning("%s is unreadable: resolving every environment again", self.lock_path)
+            if strict:
+                raise
+            log.warning("%s is unreadable: resolving every environment again", self.lock_path)
             return Lockfile(path=self.lock_path)
 
     # -- commands -----------------------------------------------------------------------------
@@ -105,7 +116,7 @@ class Project:
 
     def lock(self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False) -> Lockfile:
         """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
-        previous = self._previous_lock()
+        previous = self._previous_lock(strict=False)
         lock = lock_project(
             self.spec, engine=self.engine, previous=previous, names=names, upgrade=upgrade
         )
@@ -115,11 +126,13 @@ class Project:
         return self.read_lock()
 
     def _lock_for_sync(self, names: Sequence[str], mode: SyncMode) -> Lockfile:
+        for name in names:
+            self.spec.env(name)  # unknown names fail first, with a suggestion
         if mode == "frozen":
             return self.read_lock()
         if mode == "locked":
             return self.check(names)
-        lock = self._previous_lock()
+        lock = self._previous_lock(strict=True)
         stale = (
             stale_envs(self.spec, lock, names)
             if lock.envs or names
@@ -141,8 +154,21 @@ class Project:
         self, *, names: Sequence[str] = (), prune: bool = False, mode: SyncMode = "frozen"
     ) -> Plan:
         """What ``sync`` would do, without doing it."""
-        lock = self.read_lock() if mode == "frozen" else self._lock_for_sync(names, mode)
+        lock = self._lock_for_sync(names, mode)
         return plan_sync(self.store, lock, self.targets(lock, names), prune=prune)
+
+    def script(self, shell: Shell, *, names: Sequence[str] = (), prune: bool = False) -> Script:
+        """The plan as a micromamba script for ``shell`` (``cema plan --script``)."""
+        import time
+
+        from cema.render import render_script
+
+        lock = self.check(names)
+        resolved = self.targets(lock, names)
+        plan = plan_sync(self.store, lock, resolved, prune=prune)
+        return render_script(
+            plan, resolved, store_root=str(self.store.root), shell=shell, created=time.time()
+        )
 
     def sync(
         self,

@@ -84,7 +84,8 @@ def venv_python_version(env: EnvSpec) -> str:
     """The ``X.Y`` a pip-only env is locked for: its ``python`` if plain, else a local match."""
     if env.python and _PLAIN_VERSION.match(env.python.strip()):
         return ".".join(env.python.strip().split(".")[:2])
-    found = uv.find_interpreter(env.python)
+    # locking never downloads an interpreter: a range picks the newest one on this machine
+    found = uv.find_interpreter(env.python, download=False)
     return ".".join(found.version.split(".")[:2])
 
 

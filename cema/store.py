@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,18 @@ class Registration:
 
     lock: str
     envs: Mapping[str, str] = field(default_factory=dict)
+    #: addresses a running sync is building: referenced before they exist, so gc spares them
+    pending: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, text: str) -> Registration:
+        """Parse a registration file (``ValueError``/``KeyError``/``TypeError`` if corrupt)."""
+        data = json.loads(text)
+        return cls(
+            lock=str(data["lock"]),
+            envs={str(k): str(v) for k, v in data["envs"].items()},
+            pending=tuple(str(a) for a in data.get("pending", ())),
+        )
 
 
 class Store:
@@ -196,18 +208,20 @@ class Store:
     def registration(self, lock_path: Path) -> Registration | None:
         """What the project whose lock is at ``lock_path`` synced last, if anything."""
         try:
-            data = json.loads(self._registration_path(lock_path).read_text("utf-8"))
-            return Registration(lock=str(data["lock"]), envs=dict(data["envs"]))
+            return Registration.from_json(self._registration_path(lock_path).read_text("utf-8"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def register(self, lock_path: Path, envs: Mapping[str, str]) -> None:
+    def register(
+        self, lock_path: Path, envs: Mapping[str, str], *, pending: Sequence[str] = ()
+    ) -> None:
         """Record (atomically) which prefix each env of a project points at now."""
         path = self._registration_path(lock_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data: dict[str, Any] = {
             "lock": str(lock_path.resolve()),
             "envs": dict(sorted(envs.items())),
+            "pending": sorted(set(pending)),
         }
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -221,8 +235,7 @@ class Store:
             return out
         for entry in sorted(folder.glob("*.json")):
             try:
-                data = json.loads(entry.read_text("utf-8"))
-                reg = Registration(lock=str(data["lock"]), envs=dict(data["envs"]))
+                reg = Registration.from_json(entry.read_text("utf-8"))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             if Path(reg.lock).exists():
@@ -238,16 +251,18 @@ class Store:
             address
             for reg in self.registrations()
             if reg.lock != skip
-            for address in reg.envs.values()
+            for address in (*reg.envs.values(), *reg.pending)
         }
 
     def sweep_staging(self, *, older_than_s: float = 24 * 3600.0) -> None:
-        """Delete staging folders left by killed syncs (old enough that nobody still uses them)."""
-        folder = self.root / "staging"
-        if not folder.is_dir():
-            return
+        """Delete what killed syncs left in staging (old enough that nobody still uses it), and
+        whatever a killed delete left in the trash."""
         now = time.time()
-        for entry in folder.iterdir():
-            with contextlib.suppress(OSError):
-                if now - entry.stat().st_mtime > older_than_s:
-                    shutil.rmtree(entry, ignore_errors=True)
+        for name, age_s in (("staging", older_than_s), ("trash", 0.0)):
+            folder = self.root / name
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime >= age_s:
+                        shutil.rmtree(entry, ignore_errors=True)

@@ -9,14 +9,18 @@ ENGINES = ("rattler", "micromamba")
 
 
 def get_engine(name: str = "rattler") -> Engine:
-    """The engine called ``name`` (``rattler``, the embedded default)."""
+    """The engine called ``name`` (``rattler``, the embedded default, or ``micromamba``)."""
     if name == "rattler":
         from cema.engines.rattler import RattlerEngine
 
         return RattlerEngine()
+    if name == "micromamba":
+        from cema.engines.micromamba import MicromambaEngine
+
+        return MicromambaEngine()
     raise EngineUnavailableError(
         f"the {name!r} engine is not available in this version of Cema.",
-        hint=f"use one of: {', '.join(e for e in ENGINES if e == 'rattler')}.",
+        hint=f"use one of: {', '.join(ENGINES)}.",
     )
 
 

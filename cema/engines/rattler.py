@@ -124,6 +124,21 @@ def _from_record(rec: CondaRecord) -> Any:
     return rattler.RepoDataRecord(package, rec.file_name, rec.url, rec.channel)
 
 
+def _in_package_cache(package_cache: Path, rec: CondaRecord) -> bool:
+    """True when rattler's cache already holds this exact archive (so it will not read it).
+
+    rattler keeps, beside each extracted package, a ``.lock`` file whose bytes 8-40 are the
+    sha256 of the archive it came from. Any surprise in that format means "not cached": the
+    archive is then hashed, which is slower but never wrong.
+    """
+    stem = f"{rec.name}-{rec.version}-{rec.build}"
+    try:
+        data = (package_cache / f"{stem}.lock").read_bytes()
+    except OSError:
+        return False
+    return len(data) == 40 and data[8:].hex() == rec.sha256 and (package_cache / stem).is_dir()
+
+
 def _verify_local_archive(rec: CondaRecord) -> None:
     """Check the sha256 of a ``file://`` archive: rattler only checks what it downloads."""
     path = Path(unquote(urlparse(rec.url).path))
@@ -226,7 +241,8 @@ class RattlerEngine:
     ) -> None:
         """Install into ``staging`` with ``final`` patched into every file (rename to publish)."""
         for rec in records:
-            if rec.url.startswith("file://"):
+            # rattler checks the hashes of what it downloads, not of local files it reads
+            if rec.url.startswith("file://") and not _in_package_cache(package_cache, rec):
                 _verify_local_archive(rec)
         repodata_records = [_from_record(r) for r in records]
         reporter.start(total=len(records), label=f"installing {len(records)} packages")

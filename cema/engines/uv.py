@@ -230,6 +230,8 @@ def compile_pip(
                 "pip",
                 "compile",
                 "--quiet",
+                # --python-version is enough to resolve: never fetch an interpreter to lock
+                "--no-python-downloads",
                 "--no-header",
                 "--no-progress",
                 "--generate-hashes",
