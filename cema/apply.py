@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import xxhash
 
-from cema import activation
+from cema import _proc, activation
 from cema.engines import uv
 from cema.engines.base import Engine, NullReporter, Reporter
 from cema.lock import LockedEnv, LockedPlatform, Lockfile
@@ -101,6 +102,25 @@ def _clear_leftovers(store: Store, address: str) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def run_install_commands(
+    prefix: Path, commands: Sequence[str], *, env: Mapping[str, str], name: str
+) -> None:
+    """Run an env's install commands in its activated prefix (before its receipt is written)."""
+    for command in commands:
+        argv = (
+            ["cmd.exe", "/d", "/c", command]
+            if sys.platform == "win32"
+            else ["/bin/sh", "-c", command]
+        )
+        _proc.run(
+            argv,
+            what=f"the install command {command!r} of environment {name!r}",
+            env=env,
+            cwd=prefix,
+            hint="fix the command in `install_commands`; nothing was published.",
+        )
+
+
 def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Reporter) -> Path:
     """Build and publish one prefix, unless another process did it while we waited."""
     final = store.prefix(item.address)
@@ -136,6 +156,7 @@ def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Repo
             activation.write_activation_cache(final, content.kind)
             env = activation.activated_environ(final, kind=content.kind, name=item.env)
             uv.install_pip(final, content.pip, env=env)
+            run_install_commands(final, content.commands, env=env, name=item.env)
             store.write_receipt(
                 final,
                 Receipt(

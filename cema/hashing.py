@@ -12,7 +12,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 if TYPE_CHECKING:
-    from cema.spec import EnvSpec
+    from cema.spec import Dependency, EnvSpec
 
 #: Bump when any canonical form below changes: every spec hash and prefix address changes too.
 HASH_SCHEME = 1
@@ -50,18 +50,32 @@ def _digest(payload: Any) -> str:
     return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
 
 
+def _entry(dep: Dependency, normal: str) -> str:
+    """A plain entry is its normalized spec; options follow it in a fixed order."""
+    if dep.is_plain:
+        return normal
+    options = [f"platforms={','.join(sorted(dep.platforms))}"] if dep.platforms else []
+    options += [] if dep.dependencies else ["no-deps"]
+    options += ["optional"] if dep.optional else []
+    return f"{normal} [{'; '.join(options)}]"
+
+
 def canonical_spec(env: EnvSpec) -> dict[str, Any]:
-    """What of an env's spec decides its lock: everything but its name and variables."""
-    return {
+    """What of an env's spec decides its lock and content: all but its name and variables."""
+    out: dict[str, Any] = {
         "scheme": HASH_SCHEME,
         "kind": env.resolved_kind,
         "python": _WHITESPACE.sub("", env.python) if env.python else None,
-        "conda": sorted({normalize_conda_spec(s) for s in env.conda}),
-        "pip": sorted({normalize_pip_requirement(r) for r in env.pip}),
+        "conda": sorted({_entry(d, normalize_conda_spec(d.spec)) for d in env.conda}),
+        "pip": sorted({_entry(d, normalize_pip_requirement(d.spec)) for d in env.pip}),
         # channel order is priority order: keep it
         "channels": list(env.channels),
         "platforms": sorted(set(env.platforms)),
     }
+    if env.install_commands:
+        # order matters within a key; keys in their fixed order
+        out["install_commands"] = [[k, list(v)] for k, v in env.install_commands]
+    return out
 
 
 def spec_hash(env: EnvSpec) -> str:
@@ -76,6 +90,7 @@ def content_hash(
     conda: Iterable[Mapping[str, Any]],
     pip: Iterable[Mapping[str, Any]],
     interpreter: str | None = None,
+    commands: Iterable[str] = (),
 ) -> str:
     """The address of a prefix: a hash of exactly what is installed in it.
 
@@ -91,4 +106,7 @@ def content_hash(
         ),
         "pip": sorted((canonicalize_name(r["name"]), r["version"], r["sha256"]) for r in pip),
     }
+    commands = list(commands)
+    if commands:  # install commands change what is in the prefix: in order, they are content
+        payload["commands"] = commands
     return _digest(payload)[:24]

@@ -49,6 +49,8 @@ class CondaRecord:
     constrains: tuple[str, ...] = ()
     noarch: str | None = None
     timestamp: int | None = None
+    #: installed without its dependencies (a ``dependencies: false`` entry)
+    no_deps: bool = False
 
     @property
     def file_name(self) -> str:
@@ -77,6 +79,8 @@ class CondaRecord:
             out["size"] = self.size
         if self.timestamp is not None:
             out["timestamp"] = self.timestamp
+        if self.no_deps:
+            out["no_deps"] = True
         return out
 
 
@@ -88,10 +92,20 @@ class PipRecord:
     version: str
     url: str
     sha256: str
+    #: installed without its dependencies (a ``dependencies: false`` entry)
+    no_deps: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The record as written to the lock."""
-        return {"name": self.name, "version": self.version, "url": self.url, "sha256": self.sha256}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "url": self.url,
+            "sha256": self.sha256,
+        }
+        if self.no_deps:
+            out["no_deps"] = True
+        return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,6 +116,10 @@ class LockedPlatform:
     kind: str
     conda: tuple[CondaRecord, ...] = ()
     pip: tuple[PipRecord, ...] = ()
+    #: ``optional`` entries that could not be resolved for this platform (not retried)
+    omitted: tuple[str, ...] = ()
+    #: ``install_commands`` that run on this platform, in order (part of the content)
+    commands: tuple[str, ...] = ()
 
     @property
     def content_hash(self) -> str:
@@ -111,6 +129,7 @@ class LockedPlatform:
             platform=self.platform,
             conda=(r.as_dict() for r in self.conda),
             pip=(r.as_dict() for r in self.pip),
+            commands=self.commands,
         )
 
     def python_version(self) -> str | None:
@@ -225,6 +244,8 @@ def to_doc(lock: Lockfile) -> dict[str, Any]:
                 conda.append(data)
             platforms[plat] = {
                 "content-hash": content.content_hash,
+                **({"omitted": sorted(content.omitted)} if content.omitted else {}),
+                **({"commands": list(content.commands)} if content.commands else {}),
                 "conda": conda,
                 "pip": [
                     {**r.as_dict(), "url": redact_url(r.url)}
@@ -288,6 +309,7 @@ def _conda_from(data: Mapping[str, Any], base: Path | None) -> CondaRecord:
         md5=data.get("md5"),
         size=data.get("size"),
         timestamp=data.get("timestamp"),
+        no_deps=bool(data.get("no_deps", False)),
     )
 
 
@@ -297,6 +319,7 @@ def _pip_from(data: Mapping[str, Any]) -> PipRecord:
         version=str(data["version"]),
         url=str(data["url"]),
         sha256=str(data["sha256"]),
+        no_deps=bool(data.get("no_deps", False)),
     )
 
 
@@ -376,6 +399,8 @@ def _build(doc: Any, path: Path, *, verify: bool) -> Lockfile:
                     kind=str(body["kind"]),
                     conda=tuple(_conda_from(r, base) for r in content.get("conda") or ()),
                     pip=tuple(_pip_from(r) for r in content.get("pip") or ()),
+                    omitted=tuple(str(o) for o in content.get("omitted") or ()),
+                    commands=tuple(str(c) for c in content.get("commands") or ()),
                 )
                 if verify and locked.content_hash != content.get("content-hash"):
                     raise LockError(

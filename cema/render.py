@@ -330,6 +330,15 @@ def _bash_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: fl
         else:  # in the activated env, as the embedded engine does
             body.append(f'"$MAMBA" run --root-prefix "$ROOT" --prefix {prefix} {install}')
     body.append(f"cema_hook activation-cache {prefix} {content.kind}")
+    for command in content.commands:  # install commands, in the activated prefix, in order
+        runner = (
+            f"(cd {prefix} && CEMA_ENV={bash_quote(item.env)} VIRTUAL_ENV={prefix} "
+            f"PATH={prefix}/bin:\"$PATH\" /bin/sh -c {bash_quote(command)})"
+            if content.kind == "venv"
+            else f"(cd {prefix} && CEMA_ENV={bash_quote(item.env)} \"$MAMBA\" run --root-prefix"
+            f' "$ROOT" --prefix {prefix} /bin/sh -c {bash_quote(command)})'
+        )
+        body.append(runner)
     body.append(f"cema_receipt {a} {bash_quote(receipt_for(item, created=created).to_json())}")
     # one element per command: a multi-line receipt literal must keep its exact lines
     out += ["  " + line for line in body]
@@ -470,6 +479,15 @@ def _ps_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: floa
         body.append(f"Assert-CemaExit {powershell_quote('the pip layer of ' + item.env)}")
         if content.kind == "venv":
             body.append("Remove-Item Env:VIRTUAL_ENV -ErrorAction SilentlyContinue")
+    for command in content.commands:  # install commands, in the activated prefix, in order
+        body += [
+            f"Push-Location {prefix}",
+            f"$env:CEMA_ENV = {powershell_quote(item.env)}",
+            f"& $Mamba run --root-prefix $Root --prefix {prefix} cmd.exe /d /c"
+            f" {powershell_quote(command)}",
+            f"Assert-CemaExit {powershell_quote('the install command ' + command)}",
+            "Pop-Location",
+        ]
     body += [
         f"Invoke-CemaHook {prefix} '{content.kind}'",
         f"Write-CemaReceipt '{a}' {powershell_quote(receipt_for(item, created=created).to_json())}",

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from cema.engines import uv
 from cema.engines.base import Engine
 from cema.errors import CemaError, SolveError
 from cema.hashing import spec_hash
 from cema.lock import CondaRecord, LockedEnv, LockedPlatform, Lockfile, PipRecord
-from cema.spec import EnvSpec, ProjectSpec, iter_envs
+from cema.spec import Dependency, EnvSpec, ProjectSpec, iter_envs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _PLAIN_VERSION = re.compile(r"^\d+(\.\d+)*$")
 
 
@@ -30,9 +33,10 @@ def channel_location(channel: str, root: Path) -> str:
     return channel
 
 
-def conda_specs(env: EnvSpec) -> list[str]:
-    """The env's conda specs, with its ``python`` constraint as a ``python`` spec."""
-    specs = list(env.conda)
+def conda_specs(env: EnvSpec, platform: str | None = None) -> list[str]:
+    """The env's conda specs (on ``platform``), with its ``python`` constraint as a spec."""
+    entries = env.conda if platform is None else env.conda_for(platform)
+    specs = [d.spec for d in entries]
     if env.python and not any(re.match(r"^python(\s|[=<>!~]|$)", s) for s in specs):
         version = env.python.strip()
         specs.append(f"python={version}" if _PLAIN_VERSION.match(version) else f"python {version}")
@@ -44,15 +48,145 @@ def _python_packages(records: Sequence[CondaRecord]) -> dict[str, str]:
     return {
         r.name: r.version
         for r in records
-        if r.noarch == "python"
-        or (any(d.split()[0] == "python" for d in r.depends) and r.name != "python")
+        if r.name != "python"
+        and (r.noarch == "python" or any(d.split()[0] == "python" for d in r.depends))
     }
+
+
+def _with_optional(
+    resolve: Callable[[list[Dependency]], T],
+    entries: Sequence[Dependency],
+    *,
+    where: str,
+) -> tuple[T, list[str]]:
+    """Resolve ``entries``; where that fails, leave out ``optional`` ones that cannot be had.
+
+    The required entries alone must resolve; optional ones are then added back one at a time
+    and each one that breaks the resolution is left out (with a warning).
+    """
+    try:
+        return resolve(list(entries)), []
+    except SolveError:
+        if not any(d.optional for d in entries):
+            raise
+    kept = [d for d in entries if not d.optional]
+    result = resolve(kept)
+    omitted: list[str] = []
+    for dep in (d for d in entries if d.optional):
+        try:
+            result = resolve([*kept, dep])
+            kept.append(dep)
+        except SolveError as exc:
+            log.warning("leaving out the optional %r %s: %s", dep.spec, where, exc.message)
+            omitted.append(dep.spec)
+    return result, omitted
+
+
+def _qualified_channels(specs: Sequence[str]) -> list[str]:
+    """Channels named in ``channel::name`` specs (the solver must read them too)."""
+    return [s.split("::", 1)[0].strip() for s in specs if "::" in s]
+
+
+def _lock_conda_platform(
+    env: EnvSpec, platform: str, *, engine: Engine, root: Path, locked: Sequence[CondaRecord]
+) -> LockedPlatform:
+    entries = env.conda_for(platform)
+    specs_all = [d.spec for d in entries]
+    channels = list(
+        dict.fromkeys(
+            channel_location(c, root) for c in (*env.channels, *_qualified_channels(specs_all))
+        )
+    )
+    where = f"on {platform}"
+    with_deps = [d for d in entries if d.dependencies]
+    python = conda_specs(replace(env, conda=()), platform)  # the `python:` constraint alone
+
+    def solve(deps: list[Dependency]) -> list[CondaRecord]:
+        return engine.solve(
+            specs=[d.spec for d in deps] + python,
+            channels=channels,
+            platform=platform,
+            locked=locked,
+        )
+
+    conda, omitted = _with_optional(solve, with_deps, where=where)
+    by_name = {r.name: r for r in conda}
+    for dep in (d for d in entries if not d.dependencies):
+        found = engine.find(spec=dep.spec, channels=channels, platform=platform)
+        if found is None:
+            if dep.optional:
+                log.warning("leaving out the optional %r %s: no package matches", dep.spec, where)
+                omitted.append(dep.spec)
+                continue
+            raise SolveError(
+                f"no package matches {dep.spec!r} for {platform} in {', '.join(channels)}.",
+                hint="check the name and version, or mark the entry `optional: true`.",
+            )
+        by_name[found.name] = replace(found, no_deps=True)
+    records = sorted(by_name.values(), key=lambda r: r.name)
+    pip: list[PipRecord] = []
+    if env.pip_for(platform):
+        version = next((r.version for r in records if r.name == "python"), None)
+        if version is None:
+            raise SolveError(
+                f"environment {env.name!r} has pip dependencies but no python.",
+                hint='add `python: "3.11"` (or a `python` conda spec) to the environment.',
+            )
+        pip, pip_omitted = _lock_pip(
+            env, platform, python_version=version, provided=_python_packages(records)
+        )
+        omitted += pip_omitted
+    return LockedPlatform(
+        platform=platform,
+        kind="conda",
+        conda=tuple(records),
+        pip=tuple(pip),
+        omitted=tuple(omitted),
+        commands=env.commands_for(platform),
+    )
+
+
+def _lock_pip(
+    env: EnvSpec, platform: str, *, python_version: str, provided: Mapping[str, str] | None = None
+) -> tuple[list[PipRecord], list[str]]:
+    """The pip layer on ``platform``: entries with their dependencies together, others alone."""
+    entries = env.pip_for(platform)
+    where = f"on {platform}"
+
+    def compile_(deps: list[Dependency]) -> list[PipRecord]:
+        return uv.compile_pip(
+            [d.spec for d in deps],
+            python_version=python_version,
+            platform=platform,
+            provided=provided,
+        )
+
+    records, omitted = _with_optional(compile_, [d for d in entries if d.dependencies], where=where)
+    by_name = {r.name: r for r in records}
+    for dep in (d for d in entries if not d.dependencies):
+
+        def alone(deps: list[Dependency]) -> list[PipRecord]:
+            return [
+                r
+                for d in deps
+                for r in uv.compile_pip(
+                    [d.spec],
+                    python_version=python_version,
+                    platform=platform,
+                    provided=provided,
+                    no_deps=True,
+                )
+            ]
+
+        found, left_out = _with_optional(alone, [dep], where=where)
+        omitted += left_out
+        by_name.update({r.name: r for r in found})
+    return sorted(by_name.values(), key=lambda r: r.name), omitted
 
 
 def _lock_conda_env(
     env: EnvSpec, *, engine: Engine, root: Path, previous: LockedEnv | None
 ) -> LockedEnv:
-    channels = [channel_location(c, root) for c in env.channels]
     platforms = {}
     for platform in env.platforms:
         locked = (
@@ -60,22 +194,8 @@ def _lock_conda_env(
             if previous and platform in previous.platforms
             else ()
         )
-        conda = engine.solve(
-            specs=conda_specs(env), channels=channels, platform=platform, locked=locked
-        )
-        pip: list[PipRecord] = []
-        if env.pip:
-            python = next((r.version for r in conda if r.name == "python"), None)
-            if python is None:
-                raise SolveError(
-                    f"environment {env.name!r} has pip dependencies but no python.",
-                    hint='add `python: "3.11"` (or a `python` conda spec) to the environment.',
-                )
-            pip = uv.compile_pip(
-                env.pip, python_version=python, platform=platform, provided=_python_packages(conda)
-            )
-        platforms[platform] = LockedPlatform(
-            platform=platform, kind="conda", conda=tuple(conda), pip=tuple(pip)
+        platforms[platform] = _lock_conda_platform(
+            env, platform, engine=engine, root=root, locked=locked
         )
     return LockedEnv(name=env.name, spec_hash=spec_hash(env), kind="conda", platforms=platforms)
 
@@ -91,14 +211,16 @@ def venv_python_version(env: EnvSpec) -> str:
 
 def _lock_venv_env(env: EnvSpec) -> LockedEnv:
     python = venv_python_version(env)
-    platforms = {
-        platform: LockedPlatform(
+    platforms = {}
+    for platform in env.platforms:
+        pip, omitted = _lock_pip(env, platform, python_version=python)
+        platforms[platform] = LockedPlatform(
             platform=platform,
             kind="venv",
-            pip=tuple(uv.compile_pip(env.pip, python_version=python, platform=platform)),
+            pip=tuple(pip),
+            omitted=tuple(omitted),
+            commands=env.commands_for(platform),
         )
-        for platform in env.platforms
-    }
     return LockedEnv(
         name=env.name, spec_hash=spec_hash(env), kind="venv", python=python, platforms=platforms
     )

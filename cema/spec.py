@@ -47,18 +47,86 @@ def current_platform() -> str:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Dependency:
+    """One conda or pip dependency: its spec and where and how it is installed."""
+
+    spec: str
+    platforms: tuple[str, ...] = ()
+    dependencies: bool = True
+    optional: bool = False
+
+    @property
+    def is_plain(self) -> bool:
+        """True for a bare spec string (no options)."""
+        return not self.platforms and self.dependencies and not self.optional
+
+    def applies_to(self, platform: str) -> bool:
+        """True when the entry exists on ``platform``."""
+        return not self.platforms or platform in self.platforms
+
+    def to_data(self) -> str | dict[str, Any]:
+        """The entry as written in ``cema.yaml``."""
+        if self.is_plain:
+            return self.spec
+        out: dict[str, Any] = {"name": self.spec}
+        if self.platforms:
+            out["platforms"] = list(self.platforms)
+        if not self.dependencies:
+            out["dependencies"] = False
+        if self.optional:
+            out["optional"] = True
+        return out
+
+    @classmethod
+    def from_data(cls, data: str | Mapping[str, Any]) -> Dependency:
+        """An entry from ``cema.yaml`` (a string or a validated mapping)."""
+        if isinstance(data, str):
+            return cls(spec=data)
+        return cls(
+            spec=str(data["name"]),
+            platforms=tuple(data.get("platforms", ())),
+            dependencies=bool(data.get("dependencies", True)),
+            optional=bool(data.get("optional", False)),
+        )
+
+
+#: the keys of ``install_commands``: every platform, or one OS family
+COMMAND_KEYS = ("all", "linux", "mac", "windows")
+_FAMILY = {"linux": "linux", "osx": "mac", "win": "windows"}
+
+
+def platform_family(platform: str) -> str:
+    """``linux-64`` → ``linux``, ``osx-arm64`` → ``mac``, ``win-64`` → ``windows``."""
+    return _FAMILY.get(platform.split("-", 1)[0], platform)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class EnvSpec:
     """One declared environment, with project defaults already applied."""
 
     name: str
     python: str | None = None
-    conda: tuple[str, ...] = ()
-    pip: tuple[str, ...] = ()
+    conda: tuple[Dependency, ...] = ()
+    pip: tuple[Dependency, ...] = ()
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     own_channels: bool = False
     platforms: tuple[str, ...] = ()
     variables: tuple[tuple[str, str], ...] = ()
     kind: Kind = "auto"
+    install_commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def commands_for(self, platform: str) -> tuple[str, ...]:
+        """The install commands that run on ``platform`` (``all`` first)."""
+        by_key = dict(self.install_commands)
+        return by_key.get("all", ()) + by_key.get(platform_family(platform), ())
+
+    def conda_for(self, platform: str) -> tuple[Dependency, ...]:
+        """The conda entries that exist on ``platform``."""
+        return tuple(d for d in self.conda if d.applies_to(platform))
+
+    def pip_for(self, platform: str) -> tuple[Dependency, ...]:
+        """The pip entries that exist on ``platform``."""
+        return tuple(d for d in self.pip if d.applies_to(platform))
 
     @property
     def resolved_kind(self) -> Literal["conda", "venv"]:
@@ -195,6 +263,12 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
         close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.4)
         message = f"{error.instance!r} is not one of {', '.join(choices)}"
         hint = f"did you mean {close[0]!r}?" if close else None
+    elif validator == "oneOf" and len(parts) >= 2 and parts[-2] in ("conda", "pip"):
+        message = f"expected a spec string or an entry with a `name`, got {error.instance!r}"
+        hint = (
+            "write `- numpy>=1.26`, or `- {name: numpy, platforms: [linux-64],"
+            " dependencies: false, optional: true}`."
+        )
     elif validator == "const":
         message = f"{error.instance!r} is not supported (expected {error.validator_value!r})"
         hint = f"this Cema reads format version {FORMAT_VERSION}."
@@ -211,7 +285,13 @@ def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = No
     validator = jsonschema.Draft202012Validator(_schema())
     errors = list(validator.iter_errors(data))
     if errors:
-        best = jsonschema.exceptions.best_match(errors)
+        # the first problem in the file, then the most relevant error about it
+        def line(error: Any) -> int:
+            node = _node_at(root, list(error.absolute_path))
+            return node.start_mark.line if node is not None else 0
+
+        first = min(line(e) for e in errors)
+        best = jsonschema.exceptions.best_match(e for e in errors if line(e) == first)
         raise _describe(best or errors[0], root, file)
     _check_requirements(data, file=file, root=root)
 
@@ -231,11 +311,14 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
                 key=_key_path(parts_kind),
                 hint="use `kind: conda` (or `auto`), or move the packages to `pip:`.",
             )
-        for i, text in enumerate((body or {}).get("pip", ())):
+        for i, entry in enumerate((body or {}).get("pip", ())):
+            text = entry if isinstance(entry, str) else entry["name"]
             try:
                 Requirement(text)
             except InvalidRequirement as exc:
                 parts: list[str | int] = ["environments", name, "pip", i]
+                if not isinstance(entry, str):
+                    parts.append("name")
                 node = _node_at(root, parts)
                 raise SpecError(
                     f"{text!r} is not a valid pip requirement ({str(exc).splitlines()[0]})",
@@ -373,13 +456,18 @@ def _env_from_validated(
     return EnvSpec(
         name=name,
         python=body.get("python"),
-        conda=tuple(body.get("conda", ())),
-        pip=tuple(body.get("pip", ())),
+        conda=tuple(Dependency.from_data(d) for d in body.get("conda", ())),
+        pip=tuple(Dependency.from_data(d) for d in body.get("pip", ())),
         channels=tuple(body["channels"]) if own else channels,
         own_channels=own,
         platforms=tuple(body.get("platforms", platforms)),
         variables=tuple(sorted((k, _var_text(v)) for k, v in body.get("variables", {}).items())),
         kind=body.get("kind", "auto"),
+        install_commands=tuple(
+            (key, tuple(body["install_commands"][key]))
+            for key in COMMAND_KEYS
+            if body.get("install_commands", {}).get(key)
+        ),
     )
 
 
@@ -431,9 +519,9 @@ def dump_project(project: ProjectSpec) -> str:
         if env.python is not None:
             body["python"] = env.python
         if env.conda:
-            body["conda"] = list(env.conda)
+            body["conda"] = [d.to_data() for d in env.conda]
         if env.pip:
-            body["pip"] = list(env.pip)
+            body["pip"] = [d.to_data() for d in env.pip]
         if env.own_channels:
             body["channels"] = list(env.channels)
         if env.platforms != project.platforms:
@@ -442,6 +530,8 @@ def dump_project(project: ProjectSpec) -> str:
             body["variables"] = dict(env.variables)
         if env.kind != "auto":
             body["kind"] = env.kind
+        if env.install_commands:
+            body["install_commands"] = {k: list(v) for k, v in env.install_commands}
         envs[name] = body
     doc: dict[str, Any] = {
         "version": FORMAT_VERSION,

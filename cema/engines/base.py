@@ -51,6 +51,10 @@ class Engine(Protocol):
         """Resolve ``specs`` for ``platform`` from ``channels`` (URLs or absolute paths)."""
         ...
 
+    def find(self, *, spec: str, channels: Sequence[str], platform: str) -> CondaRecord | None:
+        """The best record matching ``spec`` alone (no dependencies), or None."""
+        ...
+
     def install(
         self,
         *,

@@ -229,6 +229,36 @@ class RattlerEngine:
             ) from None
         return sorted((_to_record(r) for r in solved), key=lambda r: r.name)
 
+    def find(self, *, spec: str, channels: Sequence[str], platform: str) -> CondaRecord | None:
+        """The highest record matching ``spec`` for ``platform`` (or noarch), dependencies aside."""
+        try:
+            match = rattler.MatchSpec(spec)
+        except Exception as exc:
+            raise SolveError(f"{exc}.", hint="check the conda specs in cema.yaml.") from None
+        if self._gateway is None:
+            self._gateway = rattler.Gateway()
+            self._loop = asyncio.new_event_loop()
+        try:
+            found = _run(
+                self._gateway.query(
+                    [rattler.Channel(c) for c in channels],
+                    [rattler.Subdir(platform), rattler.Subdir("noarch")],
+                    [match],
+                    recursive=False,
+                ),
+                self._loop,
+            )
+        except Exception as exc:
+            raise SolveError(
+                f"cannot read the channels {', '.join(channels)} for {platform}: {exc}",
+                hint="check the channel names or paths, and the network.",
+            ) from None
+        candidates = [r for records in found for r in records if match.matches(r)]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda r: (r.version, r.build_number))
+        return _to_record(best)
+
     def install(
         self,
         *,
@@ -261,8 +291,9 @@ class RattlerEngine:
         except Exception as exc:
             raise EngineError(
                 f"installing into {final} failed: {str(exc).strip()}",
-                hint="a download failed or a hash did not match; run `cema sync` again, or"
-                " `cema lock --upgrade` if the channel changed.",
+                hint="run `cema sync` again; if it fails the same way, the locked records cannot"
+                " be installed as they are (a changed channel: `cema lock --upgrade`; a"
+                " `dependencies: false` entry may lack what it needs).",
             ) from None
         finally:
             reporter.finish()

@@ -190,7 +190,7 @@ def uv_platform(platform: str) -> str:
         raise SolveError(f"pip packages cannot be locked for {platform}.") from None
 
 
-def _record_from(package: Mapping[str, Any]) -> PipRecord:
+def _record_from(package: Mapping[str, Any], *, no_deps: bool = False) -> PipRecord:
     wheels = package.get("wheels") or []
     artifact = wheels[0] if wheels else package.get("sdist")
     if not artifact or "url" not in artifact:
@@ -200,6 +200,7 @@ def _record_from(package: Mapping[str, Any]) -> PipRecord:
         version=str(package["version"]),
         url=str(artifact["url"]),
         sha256=str(artifact["hashes"]["sha256"]),
+        no_deps=no_deps,
     )
 
 
@@ -209,6 +210,7 @@ def compile_pip(
     python_version: str,
     platform: str,
     provided: Mapping[str, str] | None = None,
+    no_deps: bool = False,
 ) -> list[PipRecord]:
     """Resolve ``requirements`` for a python and platform; packages in ``provided`` stay as is.
 
@@ -235,6 +237,7 @@ def compile_pip(
                 "--no-header",
                 "--no-progress",
                 "--generate-hashes",
+                *(["--no-deps"] if no_deps else []),
                 "--format",
                 "pylock.toml",
                 "--python-version",
@@ -252,7 +255,7 @@ def compile_pip(
             " reachable.",
         )
         data = tomllib.loads((folder / "pylock.toml").read_text(encoding="utf-8"))
-    records = [_record_from(p) for p in data.get("packages", [])]
+    records = [_record_from(p, no_deps=no_deps) for p in data.get("packages", [])]
     return sorted((r for r in records if r.name not in provided), key=lambda r: r.name)
 
 

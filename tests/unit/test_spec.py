@@ -37,7 +37,7 @@ def test_full_project_is_loaded_with_defaults_applied(tmp_path: Path) -> None:
     )
     project = load_project(path)
     gpu = project.env("gpu")
-    assert gpu.conda == ("numpy>=1.26",)
+    assert [d.spec for d in gpu.conda] == ["numpy>=1.26"]
     assert gpu.channels == ("conda-forge", "./local")
     assert gpu.platforms == ("linux-64",)
     assert dict(gpu.variables) == {"OMP_NUM_THREADS": "1", "DEBUG": "1"}
@@ -57,7 +57,7 @@ def test_pip_only_env_with_own_channels_is_conda(tmp_path: Path) -> None:
 def test_original_dict_shape_is_accepted() -> None:
     env = env_from_dict("numpy_env", {"python": "3.11", "conda": ["xz"], "pip": ["numpy==2.2.4"]})
     assert env.python == "3.11"
-    assert env.pip == ("numpy==2.2.4",)
+    assert [d.spec for d in env.pip] == ["numpy==2.2.4"]
     assert env.platforms == (current_platform(),)
 
 
@@ -91,13 +91,14 @@ def test_wrong_type_in_list_points_at_item(tmp_path: Path) -> None:
             pip:
               - requests
               - six
-              - {name: bad}
+              - {nme: bad}
         """,
     )
     with pytest.raises(SpecError) as info:
         load_project(path)
     assert info.value.key == "environments.gpu.pip[2]"
     assert info.value.line == 7
+    assert info.value.hint is not None and "name" in info.value.hint
 
 
 def test_unquoted_python_version_gets_quoting_hint(tmp_path: Path) -> None:
@@ -182,7 +183,60 @@ def test_invalid_pip_requirement_names_the_item(tmp_path: Path) -> None:
 
 def test_venv_with_conda_dependencies_is_refused() -> None:
     with pytest.raises(SpecError, match="a venv cannot have conda dependencies") as info:
-        project_from_dict(
-            {"version": 1, "environments": {"a": {"kind": "venv", "conda": ["xz"]}}}
-        )
+        project_from_dict({"version": 1, "environments": {"a": {"kind": "venv", "conda": ["xz"]}}})
     assert info.value.key == "environments.a.kind"
+
+
+def test_dependency_entries_with_options(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        platforms: [linux-64, osx-arm64, win-64]
+        environments:
+          fiji:
+            python: "3.11"
+            conda:
+              - conda-forge::pyimagej==1.5.0
+              - {name: openjdk=11, platforms: [win-64, osx-arm64]}
+              - {name: napari, dependencies: false}
+              - {name: not-on-any-channel, optional: true}
+            pip:
+              - {name: six, platforms: [linux-64], dependencies: false}
+            install_commands:
+              all: ["echo hi > hi.txt"]
+              windows: ["echo win"]
+        """,
+    )
+    env = load_project(path).env("fiji")
+    assert [d.spec for d in env.conda_for("linux-64")] == [
+        "conda-forge::pyimagej==1.5.0",
+        "napari",
+        "not-on-any-channel",
+    ]
+    assert len(env.conda_for("win-64")) == 4
+    (napari,) = [d for d in env.conda if d.spec == "napari"]
+    assert not napari.dependencies and not napari.optional
+    assert env.pip_for("osx-arm64") == ()
+    assert env.commands_for("linux-64") == ("echo hi > hi.txt",)
+    assert env.commands_for("win-64") == ("echo hi > hi.txt", "echo win")
+
+
+def test_dump_round_trips_entries(tmp_path: Path) -> None:
+    import yaml
+
+    from cema.spec import dump_project
+
+    data = {
+        "version": 1,
+        "platforms": ["linux-64"],
+        "environments": {
+            "a": {
+                "conda": ["xz", {"name": "zlib", "dependencies": False, "optional": True}],
+                "install_commands": {"all": ["true"]},
+            }
+        },
+    }
+    project = project_from_dict(data)
+    again = project_from_dict(yaml.safe_load(dump_project(project)))
+    assert again.environments == project.environments
