@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from cema.environment import Environment, EnvironmentManager
+from cema.environment import Environment
 from cema.errors import (
     CemaError,
     CommandFailedError,
@@ -24,6 +24,7 @@ from cema.errors import (
     WorkerStartError,
     WorkerTimeoutError,
 )
+from cema.manager import EnvironmentManager
 from cema.project import Project
 from cema.spec import EnvSpec, ProjectSpec, load_project
 from cema.store import Store

@@ -207,6 +207,10 @@ def apply_plan(
         # a script engine (micromamba) carries out the whole plan: builds and removals
         run_script(store=store, plan=plan, envs=resolved, reporter=reporter)
         actions = ()
+    for action in plan.actions:
+        if isinstance(action, Update):
+            change = "; ".join(action.diff.lines()) or "no package changes"
+            log.info("updating %s to %s: %s", action.env, store.prefix(action.address), change)
     for action in actions:
         match action:
             case Create() | Update(build=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import subprocess
@@ -14,30 +15,18 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from cema.activation import activated_environ
 from cema.engines.uv import venv_python
-from cema.errors import EnvNotFoundError, SpecError, WorkerError
+from cema.errors import EnvError, SpecError, WorkerError
 from cema.project import Project, SyncMode
-from cema.spec import (
-    DEFAULT_CHANNELS,
-    EnvSpec,
-    ProjectSpec,
-    check_env_name,
-    current_platform,
-    dump_project,
-    env_from_dict,
-    load_project,
-    project_from_dict,
-)
+from cema.spec import EnvSpec, ProjectSpec, project_from_dict
 from cema.store import Store
 
 if TYPE_CHECKING:
+    from cema.manager import EnvironmentManager
     from cema.runtime import ModuleProxy, Worker
 
 log = logging.getLogger(__name__)
-Dependencies = Mapping[str, Any]
 
 
 class Environment:
@@ -57,6 +46,10 @@ class Environment:
         self.kind = kind
         self.variables = tuple(variables)
         self.project = project
+        #: extra variables for every process of this env (the manager's proxies)
+        self.extra_environ: dict[str, str] = {}
+        #: the ``EnvironmentManager`` that made it, if any (``install`` goes through it)
+        self.manager: EnvironmentManager | None = None
         self._worker: Worker | None = None
         self._lock = threading.Lock()
 
@@ -100,8 +93,10 @@ class Environment:
                     "a single environment's dict needs a name.",
                     hint="pass name=... to Environment.from_spec.",
                 )
+            from cema.manager import inline_project
+
             store_obj = store if isinstance(store, Store) else Store(store)
-            project = _inline_project(store_obj, name, spec_or_path)
+            project = inline_project(store_obj, name, spec_or_path)
         else:
             project = Project.load(spec_or_path, store=store)
         if name is None:
@@ -129,13 +124,26 @@ class Environment:
 
     # -- activation ----------------------------------------------------------------------------
 
-    def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The variables of the activated env (PATH, CONDA_PREFIX, activate.d, spec variables)."""
+    def environ(
+        self,
+        base: Mapping[str, str] | None = None,
+        *,
+        additional_activate_commands: ActivateCommands | None = None,
+    ) -> dict[str, str]:
+        """The variables of the activated env (PATH, CONDA_PREFIX, activate.d, spec variables).
+
+        ``additional_activate_commands`` (``{"all"|"linux"|"mac"|"windows": [commands]}``) run
+        in a shell on top of the activation; the variables they export are kept.
+        """
         if self.prefix is None:
-            return dict(os.environ if base is None else base)
-        return activated_environ(
-            self.prefix, kind=self.kind, name=self.name, variables=self.variables, base=base
-        )
+            env = dict(os.environ if base is None else base)
+        else:
+            env = activated_environ(
+                self.prefix, kind=self.kind, name=self.name, variables=self.variables, base=base
+            )
+        env.update(self.extra_environ)
+        commands = commands_for_this_os(additional_activate_commands)
+        return environ_after(commands, env) if commands else env
 
     @property
     def python(self) -> Path:
@@ -148,7 +156,11 @@ class Environment:
         """True while a worker is running for this env (always True for the main env)."""
         return self.is_main or (self._worker is not None and self._worker.alive())
 
-    def launch(self, *, log_output_in_thread: bool = True) -> Environment:
+    def launch(
+        self,
+        additional_activate_commands: ActivateCommands | None = None,
+        log_output_in_thread: bool = True,
+    ) -> Environment:
         """Start the env's worker (idempotent); usable as ``with env.launch(): ...``."""
         if self.is_main:
             return self
@@ -158,7 +170,7 @@ class Environment:
 
                 self._worker = Worker.start(
                     python=self.python,
-                    env=self.environ(),
+                    env=self.environ(additional_activate_commands=additional_activate_commands),
                     name=self.name,
                     log_output_in_thread=log_output_in_thread,
                 )
@@ -194,17 +206,35 @@ class Environment:
         )
 
     def execute_commands(
-        self, commands: Sequence[str] | str, *, popen_kwargs: Mapping[str, Any] | None = None
+        self,
+        commands: Sequence[str] | str,
+        additional_activate_commands: ActivateCommands | None = None,
+        popen_kwargs: Mapping[str, Any] | None = None,
     ) -> subprocess.Popen[Any]:
         """Run shell commands (one after the other, stopping at the first failure) in the env."""
         script = [commands] if isinstance(commands, str) else list(commands)
         kwargs = dict(popen_kwargs or {})
-        kwargs.setdefault("env", self.environ())
-        if sys.platform == "win32":
-            argv = ["cmd.exe", "/d", "/c", " && ".join(script)]
-        else:
-            argv = ["/bin/sh", "-c", "set -e\n" + "\n".join(script)]
-        return subprocess.Popen(argv, **kwargs)
+        kwargs.setdefault(
+            "env", self.environ(additional_activate_commands=additional_activate_commands)
+        )
+        return subprocess.Popen(shell_argv(script), **kwargs)
+
+    def install(
+        self,
+        dependencies: Mapping[str, Any],
+        additional_install_commands: ActivateCommands | None = None,
+    ) -> Environment:
+        """Grow this env (made by an ``EnvironmentManager``) by ``dependencies``.
+
+        The new content is a new prefix (an ``Update``); a running worker keeps the prefix it
+        started in until it is relaunched.
+        """
+        if self.manager is None:
+            raise EnvError(
+                f"environment {self.name!r} was not made by an EnvironmentManager.",
+                hint="add the dependencies to its cema.yaml and sync again.",
+            )
+        return self.manager.install(self.name, dependencies, additional_install_commands)
 
     def exit(self) -> None:
         """Stop the worker (ask, then terminate, then kill); safe to call twice."""
@@ -251,146 +281,40 @@ def _kind_of(project: Project, prefix: Path, env_spec: EnvSpec) -> str:
     return receipt.kind if receipt else env_spec.resolved_kind
 
 
-def _inline_project(store: Store, name: str, dependencies: Mapping[str, Any]) -> Project:
-    """A one-env project kept inside the store, for envs declared as a dict in code."""
-    check_env_name(name)
-    folder = store.root / "inline" / name
-    manager = EnvironmentManager(folder, store=store)
-    manager._write_env(name, dependencies)
-    return manager.project
+ActivateCommands = Mapping[str, Sequence[str]]
 
 
-class EnvironmentManager:
-    """The original API: named envs kept in ``root`` (its own ``cema.yaml`` and ``cema.lock``)."""
-
-    def __init__(self, root: Path | str, *, store: Store | Path | str | None = None) -> None:
-        self.root = Path(root).expanduser().resolve()
-        self.store = store if isinstance(store, Store) else Store(store or self.root)
-        self._envs: dict[str, Environment] = {}
-
-    @property
-    def spec_path(self) -> Path:
-        """The manager's own ``cema.yaml``."""
-        return self.root / "cema.yaml"
-
-    @property
-    def project(self) -> Project:
-        """The manager's project (its ``cema.yaml`` and ``cema.lock`` in ``root``)."""
-        if self.spec_path.exists():
-            spec = load_project(self.spec_path)
-        else:
-            spec = ProjectSpec(path=self.spec_path, platforms=(current_platform(),))
-        return Project(spec, store=self.store)
-
-    def _write_env(self, name: str, dependencies: Dependencies) -> EnvSpec:
-        check_env_name(name)
-        deps = dict(dependencies)
-        channels = tuple(deps.get("channels") or DEFAULT_CHANNELS)
-        env = env_from_dict(name, deps, channels=channels, platforms=[current_platform()])
-        current = self.project.spec
-        envs = {**current.environments, name: env}
-        spec = ProjectSpec(
-            path=self.spec_path,
-            environments=envs,
-            channels=DEFAULT_CHANNELS,
-            platforms=(current_platform(),),
+def commands_for_this_os(commands: ActivateCommands | None) -> list[str]:
+    """The ``all`` commands, then those for this OS (``linux``, ``mac`` or ``windows``)."""
+    if not commands:
+        return []
+    unknown = set(commands) - {"all", "linux", "mac", "windows"}
+    if unknown:
+        raise SpecError(
+            f"unknown command key(s) {', '.join(sorted(unknown))}",
+            hint="use 'all', 'linux', 'mac' or 'windows'.",
         )
-        text = dump_project(spec)
-        project_from_dict(yaml.safe_load(text))  # never write an invalid file
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.spec_path.with_name(f".cema.yaml.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.spec_path)
-        return env
-
-    def create(
-        self,
-        name: str,
-        dependencies: Dependencies | None = None,
-        *,
-        force: bool = False,
-        force_external: bool = False,
-    ) -> Environment:
-        """Declare, lock and sync env ``name``; the main env when this interpreter suffices."""
-        dependencies = dict(dependencies or {})
-        if not (force or force_external) and main_env_satisfies(dependencies):
-            log.info("the running interpreter satisfies %s: using the main environment", name)
-            return Environment.main()
-        self._write_env(name, dependencies)
-        env = Environment.from_project(self.project, name)
-        self._envs[name] = env
-        return env
-
-    def environment_exists(self, name: str) -> bool:
-        """True when env ``name`` is declared here and synced."""
-        try:
-            self.load(name)
-        except (EnvNotFoundError, SpecError):
-            return False
-        return True
-
-    def load(self, name: str) -> Environment:
-        """The env ``name`` as last synced (``EnvNotFoundError`` if it never was)."""
-        if name in self._envs:
-            return self._envs[name]
-        if not self.spec_path.exists():
-            raise EnvNotFoundError(
-                f"no environment named {name!r} in {self.root}.",
-                hint=f"create it with manager.create({name!r}, ...).",
-            )
-        project = self.project
-        env_spec = project.spec.env(name)
-        prefix = project.prefix(name)
-        env = Environment(
-            name,
-            prefix,
-            kind=_kind_of(project, prefix, env_spec),
-            variables=env_spec.variables,
-            project=project,
-        )
-        self._envs[name] = env
-        return env
-
-    def exit(self) -> None:
-        """Stop every worker this manager launched."""
-        for env in self._envs.values():
-            env.exit()
-
-    environmentExists = environment_exists
+    family = {"linux": "linux", "darwin": "mac", "win32": "windows"}.get(sys.platform, "linux")
+    return [*commands.get("all", ()), *commands.get(family, ())]
 
 
-def main_env_satisfies(dependencies: Dependencies) -> bool:
-    """True when the running interpreter already has what ``dependencies`` asks for.
+def shell_argv(commands: Sequence[str]) -> list[str]:
+    """Run ``commands`` in order in the platform's shell, stopping at the first failure."""
+    if sys.platform == "win32":
+        return ["cmd.exe", "/d", "/c", " && ".join(commands)]
+    return ["/bin/sh", "-c", "set -e\n" + "\n".join(commands)]
 
-    Versions are matched for real (PEP 440 specifiers, markers evaluated), not as strings.
-    """
-    from importlib.metadata import PackageNotFoundError, version
 
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import Version
+def environ_after(commands: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """The environment once ``commands`` ran in a shell started with ``env``."""
+    from cema import _proc
 
-    from cema.engines.uv import version_request
-
-    if dependencies.get("conda"):
-        return False
-    python = dependencies.get("python")
-    running = Version(".".join(map(str, sys.version_info[:3])))
-    if python and running not in version_request(str(python)):
-        return False
-    for text in dependencies.get("pip", ()):
-        try:
-            req = Requirement(str(text))
-        except InvalidRequirement:
-            return False
-        if req.marker is not None and not req.marker.evaluate():
-            continue
-        if req.url:
-            return False
-        try:
-            installed = version(req.name)
-        except PackageNotFoundError:
-            return False
-        if not SpecifierSet(str(req.specifier)).contains(installed, prereleases=True):
-            return False
-    return True
+    dump = "import json, os, sys; sys.stdout.write(chr(10) + json.dumps(dict(os.environ)))"
+    out = _proc.run(
+        shell_argv([*commands, f'"{sys.executable}" -c "{dump}"']),
+        what="the additional activate commands",
+        env=env,
+        hint="fix the commands in additional_activate_commands.",
+    )
+    result: dict[str, str] = json.loads(out.stdout.rstrip().splitlines()[-1])
+    return result

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cema.engines import uv
 from cema.engines.base import Engine
@@ -88,7 +88,13 @@ def _qualified_channels(specs: Sequence[str]) -> list[str]:
 
 
 def _lock_conda_platform(
-    env: EnvSpec, platform: str, *, engine: Engine, root: Path, locked: Sequence[CondaRecord]
+    env: EnvSpec,
+    platform: str,
+    *,
+    engine: Engine,
+    root: Path,
+    locked: Sequence[CondaRecord],
+    previous_pip: Sequence[PipRecord] = (),
 ) -> LockedPlatform:
     entries = env.conda_for(platform)
     specs_all = [d.spec for d in entries]
@@ -133,7 +139,11 @@ def _lock_conda_platform(
                 hint='add `python: "3.11"` (or a `python` conda spec) to the environment.',
             )
         pip, pip_omitted = _lock_pip(
-            env, platform, python_version=version, provided=_python_packages(records)
+            env,
+            platform,
+            python_version=version,
+            provided=_python_packages(records),
+            previous=previous_pip,
         )
         omitted += pip_omitted
     return LockedPlatform(
@@ -147,19 +157,34 @@ def _lock_conda_platform(
 
 
 def _lock_pip(
-    env: EnvSpec, platform: str, *, python_version: str, provided: Mapping[str, str] | None = None
+    env: EnvSpec,
+    platform: str,
+    *,
+    python_version: str,
+    provided: Mapping[str, str] | None = None,
+    previous: Sequence[PipRecord] = (),
 ) -> tuple[list[PipRecord], list[str]]:
-    """The pip layer on ``platform``: entries with their dependencies together, others alone."""
+    """The pip layer on ``platform``: entries with their dependencies together, others alone.
+
+    Versions locked before are kept where they still fit (tried first as pins).
+    """
     entries = env.pip_for(platform)
     where = f"on {platform}"
+    prefer = {r.name: r.version for r in previous if not r.no_deps}
 
     def compile_(deps: list[Dependency]) -> list[PipRecord]:
-        return uv.compile_pip(
-            [d.spec for d in deps],
-            python_version=python_version,
-            platform=platform,
-            provided=provided,
-        )
+        specs = [d.spec for d in deps]
+        common: dict[str, Any] = {
+            "python_version": python_version,
+            "platform": platform,
+            "provided": provided,
+        }
+        if prefer:
+            try:
+                return uv.compile_pip(specs, prefer=prefer, **common)
+            except SolveError:
+                log.info("the pip versions locked before no longer fit %s: resolving anew", where)
+        return uv.compile_pip(specs, **common)
 
     records, omitted = _with_optional(compile_, [d for d in entries if d.dependencies], where=where)
     by_name = {r.name: r for r in records}
@@ -194,8 +219,14 @@ def _lock_conda_env(
             if previous and platform in previous.platforms
             else ()
         )
+        before = previous.platforms.get(platform) if previous else None
         platforms[platform] = _lock_conda_platform(
-            env, platform, engine=engine, root=root, locked=locked
+            env,
+            platform,
+            engine=engine,
+            root=root,
+            locked=locked,
+            previous_pip=before.pip if before else (),
         )
     return LockedEnv(name=env.name, spec_hash=spec_hash(env), kind="conda", platforms=platforms)
 
@@ -209,11 +240,14 @@ def venv_python_version(env: EnvSpec) -> str:
     return ".".join(found.version.split(".")[:2])
 
 
-def _lock_venv_env(env: EnvSpec) -> LockedEnv:
+def _lock_venv_env(env: EnvSpec, previous: LockedEnv | None) -> LockedEnv:
     python = venv_python_version(env)
     platforms = {}
     for platform in env.platforms:
-        pip, omitted = _lock_pip(env, platform, python_version=python)
+        before = previous.platforms.get(platform) if previous else None
+        pip, omitted = _lock_pip(
+            env, platform, python_version=python, previous=before.pip if before else ()
+        )
         platforms[platform] = LockedPlatform(
             platform=platform,
             kind="venv",
@@ -233,7 +267,7 @@ def lock_env(
     log.info("resolving %s (%s) for %s", env.name, env.resolved_kind, ", ".join(env.platforms))
     try:
         if env.resolved_kind == "venv":
-            return _lock_venv_env(env)
+            return _lock_venv_env(env, previous)
         return _lock_conda_env(env, engine=engine, root=root, previous=previous)
     except CemaError as exc:
         if f"{env.name!r}" in exc.message:

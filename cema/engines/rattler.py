@@ -160,6 +160,24 @@ def _verify_local_archive(rec: CondaRecord) -> None:
         )
 
 
+def prefix_satisfies(prefix: Path, specs: Sequence[str]) -> bool:
+    """True when every conda match spec is met by a package installed in ``prefix``."""
+    records = []
+    for meta in (prefix / "conda-meta").glob("*.json"):
+        try:
+            records.append(rattler.PrefixRecord.from_path(meta))
+        except Exception:
+            log.debug("ignoring unreadable %s", meta)
+    for spec in specs:
+        try:
+            match = rattler.MatchSpec(spec)
+        except Exception:
+            return False
+        if not any(match.matches(r) for r in records):
+            return False
+    return True
+
+
 class RattlerEngine:
     """Solve with ``rattler.solve`` and build prefixes with ``rattler.install``."""
 

@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from cema import _proc
-from cema.errors import CemaError, EngineUnavailableError, SolveError, SpecError
+from cema.errors import CemaError, CommandFailedError, EngineUnavailableError, SolveError, SpecError
 from cema.lock import PipRecord
 
 if sys.version_info >= (3, 11):
@@ -210,6 +210,7 @@ def compile_pip(
     python_version: str,
     platform: str,
     provided: Mapping[str, str] | None = None,
+    prefer: Mapping[str, str] | None = None,
     no_deps: bool = False,
 ) -> list[PipRecord]:
     """Resolve ``requirements`` for a python and platform; packages in ``provided`` stay as is.
@@ -220,40 +221,45 @@ def compile_pip(
     if not requirements:
         return []
     provided = {canonicalize_name(n): v for n, v in (provided or {}).items()}
+    pins: dict[str, str] = {canonicalize_name(n): v for n, v in (prefer or {}).items()}
+    pins.update(provided)
     with tempfile.TemporaryDirectory(prefix="cema-pip-") as tmp:
         folder = Path(tmp)
         (folder / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
         (folder / "constraints.txt").write_text(
-            "".join(f"{n}=={v}\n" for n, v in sorted(provided.items())), encoding="utf-8"
+            "".join(f"{n}=={v}\n" for n, v in sorted(pins.items())), encoding="utf-8"
         )
-        _proc.run(
-            [
-                uv_bin(),
-                "pip",
-                "compile",
-                "--quiet",
-                # --python-version is enough to resolve: never fetch an interpreter to lock
-                "--no-python-downloads",
-                "--no-header",
-                "--no-progress",
-                "--generate-hashes",
-                *(["--no-deps"] if no_deps else []),
-                "--format",
-                "pylock.toml",
-                "--python-version",
-                python_version,
-                "--python-platform",
-                uv_platform(platform),
-                "--constraints",
-                folder / "constraints.txt",
-                "--output-file",
-                folder / "pylock.toml",
-                folder / "requirements.in",
-            ],
-            what=f"resolving the pip requirements {', '.join(requirements)} for {platform}",
-            hint="check the names and versions in `pip:`, and that PyPI (or your index) is"
-            " reachable.",
-        )
+        try:
+            _proc.run(
+                [
+                    uv_bin(),
+                    "pip",
+                    "compile",
+                    "--quiet",
+                    # --python-version is enough to resolve: never fetch an interpreter to lock
+                    "--no-python-downloads",
+                    "--no-header",
+                    "--no-progress",
+                    "--generate-hashes",
+                    *(["--no-deps"] if no_deps else []),
+                    "--format",
+                    "pylock.toml",
+                    "--python-version",
+                    python_version,
+                    "--python-platform",
+                    uv_platform(platform),
+                    "--constraints",
+                    folder / "constraints.txt",
+                    "--output-file",
+                    folder / "pylock.toml",
+                    folder / "requirements.in",
+                ],
+                what=f"resolving the pip requirements {', '.join(requirements)} for {platform}",
+                hint="check the names and versions in `pip:`, and that PyPI (or your index) is"
+                " reachable.",
+            )
+        except CommandFailedError as exc:
+            raise SolveError(exc.message, hint=exc.hint) from None
         data = tomllib.loads((folder / "pylock.toml").read_text(encoding="utf-8"))
     records = [_record_from(p, no_deps=no_deps) for p in data.get("packages", [])]
     return sorted((r for r in records if r.name not in provided), key=lambda r: r.name)
