@@ -194,11 +194,10 @@ def apply_plan(
     reporter = reporter or NullReporter()
     by_env = {r.env: r for r in resolved}
     builds = plan.builds
-    previous = store.registration(lock.path) if lock.path is not None else None
-    kept = {k: v for k, v in (previous.envs if previous else {}).items() if k in lock.envs}
+    pending = [r.address for r in resolved]
     if lock.path is not None and builds:
         # referenced before they exist: a concurrent `cema gc` never removes what we build
-        store.register(lock.path, kept, pending=[r.address for r in resolved])
+        store.update_registration(lock.path, keep=lock.envs, add_pending=pending)
     if builds:
         reporter.start(total=len(builds), label=f"building {len(builds)} environment(s)")
     actions = plan.actions
@@ -225,5 +224,10 @@ def apply_plan(
         reporter.finish()
     prefixes = {r.env: store.prefix(r.address) for r in resolved}
     if lock.path is not None:
-        store.register(lock.path, {**kept, **{r.env: r.address for r in resolved}})
+        store.update_registration(
+            lock.path,
+            keep=lock.envs,
+            set_envs={r.env: r.address for r in resolved},
+            drop_pending=pending if builds else (),
+        )
     return SyncResult(plan=plan, prefixes=prefixes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -10,10 +11,10 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from cema.activation import activated_environ
 from cema.engines.uv import venv_python
@@ -27,6 +28,42 @@ if TYPE_CHECKING:
     from cema.runtime import ModuleProxy, Worker
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+#: the original API's keyword names (its users pass them by keyword)
+CAMEL_KEYWORDS = {
+    "additionalInstallCommands": "additional_install_commands",
+    "additionalActivateCommands": "additional_activate_commands",
+    "forceExternal": "force_external",
+    "logOutputInThread": "log_output_in_thread",
+    "popenKwargs": "popen_kwargs",
+}
+
+
+def camel_keywords(method: Callable[P, R]) -> Callable[P, R]:
+    """Let ``method`` also take its keywords under their original camelCase names."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for old, new in CAMEL_KEYWORDS.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{method.__name__}() got both {old!r} and {new!r}")
+                kwargs[new] = kwargs.pop(old)
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+#: the original API's ``Popen`` defaults for ``execute_commands``: read ``process.stdout``
+POPEN_DEFAULTS: Mapping[str, Any] = {
+    "stdout": subprocess.PIPE,
+    "stderr": subprocess.STDOUT,
+    "stdin": subprocess.DEVNULL,
+    "encoding": "utf-8",
+    "errors": "replace",
+    "bufsize": 1,
+}
 
 
 class Environment:
@@ -156,6 +193,7 @@ class Environment:
         """True while a worker is running for this env (always True for the main env)."""
         return self.is_main or (self._worker is not None and self._worker.alive())
 
+    @camel_keywords
     def launch(
         self,
         additional_activate_commands: ActivateCommands | None = None,
@@ -167,6 +205,9 @@ class Environment:
         with self._lock:
             if self._worker is None or not self._worker.alive():
                 from cema.runtime import Worker
+
+                if self._worker is not None:  # dead: reap it and remove its socket folder now
+                    self._worker.close()
 
                 self._worker = Worker.start(
                     python=self.python,
@@ -205,20 +246,28 @@ class Environment:
             str(module), function, tuple(args), dict(kwargs or {}), timeout=timeout
         )
 
+    @camel_keywords
     def execute_commands(
         self,
-        commands: Sequence[str] | str,
+        commands: Sequence[str] | str | ActivateCommands,
         additional_activate_commands: ActivateCommands | None = None,
         popen_kwargs: Mapping[str, Any] | None = None,
     ) -> subprocess.Popen[Any]:
-        """Run shell commands (one after the other, stopping at the first failure) in the env."""
+        """Run shell commands (one after the other, stopping at the first failure) in the env.
+
+        As in the original API, the output is piped (``process.stdout`` yields text lines, stderr
+        merged in) unless ``popen_kwargs`` says otherwise; an ``env`` there is activated too.
+        """
+        if isinstance(commands, Mapping):  # the original {"all"|"linux"|...: [commands]} form
+            commands = commands_for_this_os(commands)
         script = [commands] if isinstance(commands, str) else list(commands)
-        kwargs = dict(popen_kwargs or {})
-        kwargs.setdefault(
-            "env", self.environ(additional_activate_commands=additional_activate_commands)
+        kwargs = {**POPEN_DEFAULTS, **(popen_kwargs or {})}
+        kwargs["env"] = self.environ(
+            kwargs.get("env"), additional_activate_commands=additional_activate_commands
         )
         return subprocess.Popen(shell_argv(script), **kwargs)
 
+    @camel_keywords
     def install(
         self,
         dependencies: Mapping[str, Any],

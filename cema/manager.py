@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from cema.environment import ActivateCommands, Environment
+from cema.environment import ActivateCommands, Environment, camel_keywords
 from cema.errors import EnvNotFoundError, SpecError
 from cema.project import Project
 from cema.spec import (
@@ -36,6 +37,10 @@ Dependencies = Mapping[str, Any]
 PROXY_VARIABLES = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "no": "NO_PROXY"}
 # os.environ is process-wide: one manager at a time applies its proxies to it
 _ENVIRON_LOCK = threading.RLock()
+# create/install read, edit and write the root's cema.yaml, cema.lock and registration:
+# one at a time per root, in this process (threads) and across processes (a file lock)
+_ROOT_LOCKS: dict[Path, threading.Lock] = {}
+_ROOT_LOCKS_GUARD = threading.Lock()
 
 
 def _spec_of(name: str, dependencies: Dependencies, commands: ActivateCommands | None) -> EnvSpec:
@@ -50,12 +55,34 @@ def _spec_of(name: str, dependencies: Dependencies, commands: ActivateCommands |
     return env_from_dict(name, body, channels=DEFAULT_CHANNELS, platforms=[current_platform()])
 
 
-def _merged(env: EnvSpec, extra: EnvSpec) -> EnvSpec:
-    """``env`` grown by ``extra``: new entries appended, a new python or channel taking over."""
+def _package_name(spec: str, *, pip: bool) -> str:
+    """The package an entry is about: ``conda-forge::NumPy>=2`` → ``numpy``."""
+    if pip:
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
 
-    def merge(old: tuple[Dependency, ...], new: tuple[Dependency, ...]) -> tuple[Dependency, ...]:
-        known = {d.spec for d in old}
-        return old + tuple(d for d in new if d.spec not in known)
+        return canonicalize_name(Requirement(spec).name)
+    name = re.split(r"[\s=<>!~\[]", spec.split("::", 1)[-1].strip(), maxsplit=1)[0]
+    return name.lower()
+
+
+def _merged(env: EnvSpec, extra: EnvSpec) -> EnvSpec:
+    """``env`` grown by ``extra``: new packages appended, a new entry for a package it already
+    has replacing the old one (``install`` upgrades), a new python or channel taking over."""
+
+    def merge(
+        old: tuple[Dependency, ...], new: tuple[Dependency, ...], *, pip: bool
+    ) -> tuple[Dependency, ...]:
+        replacing = {_package_name(d.spec, pip=pip): d for d in new}
+        named = set(replacing)
+        out: list[Dependency] = []
+        for dep in old:
+            key = _package_name(dep.spec, pip=pip)
+            if key not in named:
+                out.append(dep)
+            elif key in replacing:  # the first entry for it takes the new one's place
+                out.append(replacing.pop(key))
+        return (*out, *replacing.values())
 
     commands = dict(env.install_commands)
     for key, more in extra.install_commands:
@@ -63,8 +90,8 @@ def _merged(env: EnvSpec, extra: EnvSpec) -> EnvSpec:
     return replace(
         env,
         python=extra.python or env.python,
-        conda=merge(env.conda, extra.conda),
-        pip=merge(env.pip, extra.pip),
+        conda=merge(env.conda, extra.conda, pip=False),
+        pip=merge(env.pip, extra.pip, pip=True),
         channels=tuple(dict.fromkeys((*env.channels, *extra.channels)))
         if extra.own_channels
         else env.channels,
@@ -115,6 +142,8 @@ class EnvironmentManager:
             environments={**current.environments, env.name: env},
             channels=DEFAULT_CHANNELS,
             platforms=(current_platform(),),
+            # named in the file, so `cema plan/list --project ROOT` read the manager's store
+            store="." if self.store.root == self.root else str(self.store.root),
         )
         text = dump_project(spec)
         project_from_dict(yaml.safe_load(text))  # never write a file that does not load
@@ -122,6 +151,18 @@ class EnvironmentManager:
         tmp = self.spec_path.with_name(f".cema.yaml.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.spec_path)
+
+    @contextlib.contextmanager
+    def _editing(self) -> Iterator[None]:
+        """Hold the root's lock while its spec, lock and envs change (never nested)."""
+        import filelock
+
+        with _ROOT_LOCKS_GUARD:
+            local = _ROOT_LOCKS.setdefault(self.root, threading.Lock())
+        with local:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with filelock.FileLock(str(self.root / ".cema.yaml.lock")):
+                yield
 
     @contextlib.contextmanager
     def _network(self) -> Iterator[None]:
@@ -155,6 +196,7 @@ class EnvironmentManager:
 
     # -- the original API ------------------------------------------------------------------------
 
+    @camel_keywords
     def create(
         self,
         name: str,
@@ -173,11 +215,13 @@ class EnvironmentManager:
         if not force_external and not env.install_commands and main_env_satisfies(dependencies):
             log.info("the running interpreter satisfies %r: using the main environment", name)
             return Environment.main()
-        current = self.project.spec.environments.get(name)
-        if current != env:
-            self._save(env)
-        return self._sync(name)
+        with self._editing():
+            current = self.project.spec.environments.get(name)
+            if current != env:
+                self._save(env)
+            return self._sync(name)
 
+    @camel_keywords
     def install(
         self,
         name: str,
@@ -186,15 +230,17 @@ class EnvironmentManager:
     ) -> Environment:
         """Grow env ``name`` by ``dependencies``: records it had are kept, the rest resolved,
         and the new content published as an ``Update`` (a new prefix)."""
-        try:
-            current = self.project.spec.env(name)
-        except EnvNotFoundError:
-            raise EnvNotFoundError(
-                f"no environment named {name!r} in {self.root}.",
-                hint=f"create it first: manager.create({name!r}, ...).",
-            ) from None
-        self._save(_merged(current, _spec_of(name, dependencies, additional_install_commands)))
-        return self._sync(name)
+        extra = _spec_of(name, dependencies, additional_install_commands)
+        with self._editing():
+            try:
+                current = self.project.spec.env(name)
+            except EnvNotFoundError:
+                raise EnvNotFoundError(
+                    f"no environment named {name!r} in {self.root}.",
+                    hint=f"create it first: manager.create({name!r}, ...).",
+                ) from None
+            self._save(_merged(current, extra))
+            return self._sync(name)
 
     def environment_exists(self, name: str) -> bool:
         """True when env ``name`` is declared here and synced."""
@@ -229,10 +275,11 @@ class EnvironmentManager:
         self._envs[name] = env
         return env
 
+    @camel_keywords
     def execute_commands(
         self,
         name: str,
-        commands: Sequence[str] | str,
+        commands: Sequence[str] | str | ActivateCommands,
         additional_activate_commands: ActivateCommands | None = None,
         popen_kwargs: Mapping[str, Any] | None = None,
     ) -> Any:

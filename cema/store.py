@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,31 @@ class Store:
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
         os.replace(tmp, path)
 
+    def update_registration(
+        self,
+        lock_path: Path,
+        *,
+        keep: Container[str],
+        set_envs: Mapping[str, str] | None = None,
+        add_pending: Sequence[str] = (),
+        drop_pending: Sequence[str] = (),
+    ) -> None:
+        """Read, change and write a project's registration under its file lock.
+
+        Envs not in ``keep`` (no longer locked) are dropped; concurrent syncs of one project
+        (``cema sync -e a`` beside ``cema sync -e b``) never lose each other's entries.
+        """
+        import filelock
+
+        path = self._registration_path(lock_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(path) + ".lock", timeout=PREFIX_LOCK_TIMEOUT_S):
+            current = self.registration(lock_path)
+            envs = {k: v for k, v in (current.envs if current else {}).items() if k in keep}
+            envs.update(set_envs or {})
+            pending = [a for a in (current.pending if current else ()) if a not in drop_pending]
+            self.register(lock_path, envs, pending=[*pending, *add_pending])
+
     def registrations(self) -> list[Registration]:
         """Every project registered in this store whose lock file still exists."""
         out: list[Registration] = []
@@ -234,6 +259,8 @@ class Store:
         if not folder.is_dir():
             return out
         for entry in sorted(folder.glob("*.json")):
+            if entry.name.endswith(".tmp"):
+                continue
             try:
                 reg = Registration.from_json(entry.read_text("utf-8"))
             except (OSError, ValueError, KeyError, TypeError):

@@ -1,0 +1,169 @@
+"""Starting the executor server: private socket, key over stdin, authenticated handshake."""
+
+# The host binds and listens on a socket in a fresh 0700 directory *before* starting the worker
+# and hands the listening socket down (pass_fds), so the host can connect at once while the
+# worker's interpreter is still booting: no polling for a socket file, no sleeping, no stdout
+# parsing. The worker answers on the connection only after the mutual HMAC challenge, with a
+# HELLO that carries the protocol version. A watchdog kills the worker when the handshake takes
+# longer than the timeout; a worker that dies early closes the only listening socket, which
+# resets our connection: both end the wait at once.
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Client, Connection
+from pathlib import Path
+from typing import Any
+
+from cema.errors import ProtocolError, WorkerStartError
+from cema.runtime import process, shm, wire
+from cema.runtime.channel import Channel, channel_for
+
+#: the server file, run by path: Cema is not installed in the env
+SERVER_PATH = Path(__file__).resolve().parent.parent / "_internal" / "executor_server.py"
+AUTHKEY_BYTES = 32
+#: on Windows the worker creates the named pipe; we retry connecting this often meanwhile
+PIPE_RETRY_S = 0.01
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Launched:
+    """A worker that finished the handshake."""
+
+    proc: subprocess.Popen[bytes]
+    channel: Channel
+    pump: process.OutputPump
+    folder: Path
+    address: str
+    hello: Mapping[str, Any] = field(default_factory=dict)
+
+
+def server_argv(python: Path) -> list[str]:
+    """The worker's command line.
+
+    ``-u``: output reaches the host's log as it is written. Not ``-I``: the env's variables
+    (PYTHONPATH among them) must apply; the server drops its own folder from ``sys.path``.
+    """
+    return [os.fspath(python), "-u", os.fspath(SERVER_PATH)]
+
+
+def launch(
+    *,
+    python: Path,
+    env: Mapping[str, str],
+    name: str,
+    cwd: Path | None,
+    capture_output: bool,
+    timeout_s: float,
+) -> Launched:
+    """Start the worker and return it once it has proven it holds the key, or raise."""
+    folder = Path(tempfile.mkdtemp(prefix="cema-worker-"))  # mkdtemp makes it 0700
+    authkey = secrets.token_bytes(AUTHKEY_BYTES)
+    listener: socket.socket | None = None
+    if os.name == "posix":
+        address = str(folder / "worker.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(8)
+        fd = str(listener.fileno())
+    else:  # pragma: no cover - Windows: the worker creates the named pipe itself
+        address = rf"\\.\pipe\cema-{secrets.token_hex(8)}"
+        fd = "-"
+    try:
+        proc = process.spawn(
+            server_argv(python),
+            env=env,
+            cwd=cwd,
+            pass_fds=() if listener is None else (listener.fileno(),),
+            capture_output=capture_output,
+        )
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise WorkerStartError(
+            f"Cannot start worker {name!r} with {python}: {exc}.",
+            hint="Check that the environment's python exists and runs.",
+        ) from exc
+    finally:
+        if listener is not None:
+            listener.close()  # the worker holds it now; when it dies, pending connects reset
+    pump = process.OutputPump(proc, logging.getLogger(f"cema.worker.{name}"))
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.signal_tree(proc, process.SIGKILL)
+
+    watchdog = threading.Timer(timeout_s, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{wire.PROTOCOL_VERSION} {authkey.hex()} {fd} {address}\n".encode())
+        proc.stdin.flush()
+        channel = channel_for(_connect(address, authkey, proc))
+        hello = _read_hello(channel, name)
+    except Exception as exc:
+        process.signal_tree(proc, process.SIGKILL)
+        code = proc.wait()
+        pump.join()
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, ProtocolError):
+            raise
+        why = (
+            f"did not finish the handshake within {timeout_s:g} s"
+            if expired.is_set()
+            else f"{process.describe_exit(code)} before the handshake"
+        )
+        tail = pump.stderr_tail()
+        raise WorkerStartError(
+            f"Worker {name!r} ({python}) {why}."
+            + (f"\n{tail.rstrip()}" if tail.strip() else ""),
+            hint="Run the environment's python by hand to see whether it starts.",
+        ) from exc
+    finally:
+        watchdog.cancel()
+    log.debug("worker %r pid %d ready (python %s)", name, proc.pid, hello.get("python"))
+    return Launched(
+        proc=proc, channel=channel, pump=pump, folder=folder, address=address, hello=hello
+    )
+
+
+def _connect(address: str, authkey: bytes, proc: subprocess.Popen[bytes]) -> Connection:
+    if os.name == "posix":
+        return Client(address, family="AF_UNIX", authkey=authkey)
+    while True:  # pragma: no cover - Windows
+        try:
+            return Client(address, family="AF_PIPE", authkey=authkey)
+        except FileNotFoundError:
+            try:
+                proc.wait(timeout=PIPE_RETRY_S)  # waits, and notices an early death
+            except subprocess.TimeoutExpired:
+                continue
+            raise
+
+
+def _read_hello(channel: Channel, name: str) -> Mapping[str, Any]:
+    reply = wire.decode(channel.recv(), inbox=shm.Inbox(), outbox=shm.Outbox())
+    if reply.kind != wire.HELLO:
+        raise ProtocolError(f"Worker {name!r} did not start with a handshake (kind {reply.kind}).")
+    hello = pickle.loads(reply.body)  # noqa: S301 - the worker proved it holds the key
+    if not isinstance(hello, dict) or hello.get("protocol") != wire.PROTOCOL_VERSION:
+        got = hello.get("protocol") if isinstance(hello, dict) else hello
+        raise ProtocolError(
+            f"Worker {name!r} speaks protocol {got}, the host {wire.PROTOCOL_VERSION}.",
+            hint=f"The server file {SERVER_PATH} and this Cema come from different versions.",
+        )
+    return hello
+

@@ -1,0 +1,5 @@
+"""Plugin A: a main.py with the same function name as plugin B."""
+
+
+def which():
+    return "a"

@@ -1,0 +1,5 @@
+"""Plugin B: a main.py with the same function name as plugin A."""
+
+
+def which():
+    return "b"
