@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,3 +231,24 @@ def apply_plan(
             drop_pending=pending if builds else (),
         )
     return SyncResult(plan=plan, prefixes=prefixes)
+
+
+def sync_lock(
+    store: Store,
+    lock: Lockfile,
+    names: Sequence[str],
+    *,
+    platform: str,
+    engine: Engine | Callable[[], Engine],
+    prune: bool = False,
+    reporter: Reporter | None = None,
+) -> SyncResult:
+    """Make ``store`` match ``lock`` for ``names``, with no solve (what ``--frozen`` does).
+
+    ``engine`` may be a factory: a no-op sync never loads it (importing rattler is most of the
+    cost of a no-op sync).
+    """
+    resolved = resolve_targets(lock, names, platform=platform)
+    plan = plan_sync(store, lock, resolved, prune=prune)
+    chosen = (engine() if callable(engine) else engine) if plan.builds else None
+    return apply_plan(store, lock, plan, resolved, engine=chosen, reporter=reporter)

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def _rebuild(cls: type[CemaError], args: tuple[Any, ...], state: dict[str, Any]) -> CemaError:
+    """Unpickle a Cema error without calling its keyword-only ``__init__``."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 class CemaError(Exception):
@@ -15,6 +24,10 @@ class CemaError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # every error crosses processes intact (workers, Dask): attributes included
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class SpecError(CemaError):

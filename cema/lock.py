@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -267,7 +268,8 @@ def write_lock(lock: Lockfile, path: Path | None = None, *, cache_dir: Path | No
     target = Path(path or lock.path or LOCK_FILENAME).resolve()
     doc = to_doc(replace(lock, path=target))
     text = _HEADER + _yaml.dump(doc)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # unique across hosts too: a lock may sit on a shared filesystem
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
@@ -283,7 +285,7 @@ def _remember(cache: Path | None, doc: Any) -> None:
         return
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp = cache.with_name(f"{cache.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_text(json.dumps(doc), encoding="utf-8")
         os.replace(tmp, cache)
     except OSError:  # a read-only cache only costs speed

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -148,7 +149,7 @@ class EnvironmentManager:
         text = dump_project(spec)
         project_from_dict(yaml.safe_load(text))  # never write a file that does not load
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.spec_path.with_name(f".cema.yaml.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = self.spec_path.with_name(f".cema.yaml.{uuid.uuid4().hex}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.spec_path)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cema.apply import Resolved, SyncResult, apply_plan, plan_sync, resolve_targets
+from cema.apply import Resolved, SyncResult, plan_sync, resolve_targets, sync_lock
 from cema.engines import Engine, Reporter, get_engine
 from cema.errors import LockError, SpecError
 from cema.lock import LOCK_FILENAME, Lockfile, check_fresh, read_lock, stale_envs, write_lock
@@ -180,11 +180,16 @@ class Project:
     ) -> SyncResult:
         """Make the store match the lock for the selected envs (all by default)."""
         lock = self._lock_for_sync(names, mode)
-        resolved = self.targets(lock, names)
-        plan = plan_sync(self.store, lock, resolved, prune=prune)
-        # a no-op sync never loads the engine (importing rattler is most of its cost)
-        engine = self.engine if plan.builds else None
-        return apply_plan(self.store, lock, plan, resolved, engine=engine, reporter=reporter)
+        selected = list(names) or sorted(self.spec.environments)
+        return sync_lock(
+            self.store,
+            lock,
+            selected,
+            platform=self.platform,
+            engine=lambda: self.engine,
+            prune=prune,
+            reporter=reporter,
+        )
 
     def prefix(self, name: str) -> Path:
         """The prefix env ``name`` was last synced to (``EnvError`` if never)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
@@ -31,8 +32,15 @@ def module_key(module: str | os.PathLike[str]) -> str:
     """
     text = os.fspath(module)
     if text.endswith(".py") or os.sep in text or (os.altsep is not None and os.altsep in text):
+        if Path(text).is_absolute():
+            return _resolved(text)  # half of a tiny call's cost otherwise: cache it
         return str(Path(text).resolve())
     return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 class Worker:

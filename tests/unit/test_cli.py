@@ -160,3 +160,22 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("cema ")
+
+
+def test_every_error_survives_pickling() -> None:
+    import pickle
+
+    from cema import errors
+
+    samples = [
+        errors.SpecError("bad", file="cema.yaml", line=3, key="environments.a", hint="fix"),
+        errors.CommandFailedError("failed:", returncode=2, output_tail="tail", hint="h"),
+        errors.WorkerCrashedError("died", exitcode=-11, stderr_tail="segv"),
+        errors.RemoteError("boom", remote_type="plug.Err", remote_traceback="tb", hint=None),
+        errors.StaleLockError("stale", hint="run cema lock"),
+    ]
+    for exc in samples:
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc)
+        assert str(again) == str(exc) and again.hint == exc.hint
+        assert again.__dict__ == exc.__dict__
