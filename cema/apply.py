@@ -80,7 +80,9 @@ def plan_sync(
     selected = {r.env for r in resolved}
     # envs not synced this time but still locked keep their prefixes
     kept = {a for env, a in last.items() if env not in selected and env in lock.envs}
-    elsewhere = store.referenced(excluding=lock.path) if prune and lock.path else set()
+    elsewhere = (
+        store.referenced(excluding=lock.path) | store.pinned() if prune and lock.path else set()
+    )
     return make_plan(
         [r.target() for r in resolved],
         ready=ready,

@@ -207,7 +207,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     store = Store(args.store) if args.store else _gc_store(args)
     # inventory first: a sync registers what it builds before its receipt can appear
     ready = store.inventory()
-    referenced = store.referenced()
+    referenced = store.referenced() | store.pinned()  # running workers keep their prefixes
     unused = sorted(a for a in ready if a not in referenced)
     for address in unused:
         print(("would remove " if args.dry_run else "removing ") + str(store.prefix(address)))

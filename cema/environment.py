@@ -88,6 +88,7 @@ class Environment:
         #: the ``EnvironmentManager`` that made it, if any (``install`` goes through it)
         self.manager: EnvironmentManager | None = None
         self._worker: Worker | None = None
+        self._pin: Path | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -208,6 +209,7 @@ class Environment:
 
                 if self._worker is not None:  # dead: reap it and remove its socket folder now
                     self._worker.close()
+                    self._unpin()
 
                 self._worker = Worker.start(
                     python=self.python,
@@ -215,7 +217,18 @@ class Environment:
                     name=self.name,
                     log_output_in_thread=log_output_in_thread,
                 )
+                # `cema gc` and `--prune` never remove a prefix a worker runs in
+                self._pin = self._store().pin(self.prefix.name) if self.prefix else None
         return self
+
+    def _store(self) -> Store:
+        assert self.prefix is not None
+        return self.project.store if self.project else Store(self.prefix.parent.parent)
+
+    def _unpin(self) -> None:
+        if self._pin is not None:
+            Store.unpin(self._pin)
+            self._pin = None
 
     def _require_worker(self) -> Worker:
         if self._worker is None:
@@ -289,6 +302,7 @@ class Environment:
         """Stop the worker (ask, then terminate, then kill); safe to call twice."""
         with self._lock:
             worker, self._worker = self._worker, None
+            self._unpin()
         if worker is not None:
             worker.close()
 

@@ -183,6 +183,24 @@ class EnvironmentManager:
                     else:
                         os.environ[key] = value
 
+    def _save_and_sync(self, env: EnvSpec) -> Environment:
+        """Declare ``env`` and sync it; if that fails, ``cema.yaml`` is put back as it was."""
+        try:
+            before: str | None = self.spec_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            before = None
+        self._save(env)
+        try:
+            return self._sync(env.name)
+        except BaseException:
+            if before is None:
+                self.spec_path.unlink(missing_ok=True)
+            else:
+                tmp = self.spec_path.with_name(f".cema.yaml.{uuid.uuid4().hex}.tmp")
+                tmp.write_text(before, encoding="utf-8")
+                os.replace(tmp, self.spec_path)
+            raise
+
     def _sync(self, name: str) -> Environment:
         with self._network():
             env = Environment.from_project(self.project, name)
@@ -218,9 +236,9 @@ class EnvironmentManager:
             return Environment.main()
         with self._editing():
             current = self.project.spec.environments.get(name)
-            if current != env:
-                self._save(env)
-            return self._sync(name)
+            if current == env:
+                return self._sync(name)
+            return self._save_and_sync(env)
 
     @camel_keywords
     def install(
@@ -240,8 +258,7 @@ class EnvironmentManager:
                     f"no environment named {name!r} in {self.root}.",
                     hint=f"create it first: manager.create({name!r}, ...).",
                 ) from None
-            self._save(_merged(current, extra))
-            return self._sync(name)
+            return self._save_and_sync(_merged(current, extra))
 
     def environment_exists(self, name: str) -> bool:
         """True when env ``name`` is declared here and synced."""

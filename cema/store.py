@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import sys
 import time
 import uuid
 from collections.abc import Container, Iterator, Mapping, Sequence
@@ -21,6 +23,18 @@ from cema.errors import EnvBusyError
 RECEIPT_NAME = ".cema-receipt.json"
 RECEIPT_VERSION = 1
 PREFIX_LOCK_TIMEOUT_S = 1800.0
+
+
+def _alive(pid: int) -> bool:
+    if sys.platform == "win32":  # no cheap check without extra dependencies: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_store_root() -> Path:
@@ -280,6 +294,37 @@ class Store:
             if reg.lock != skip
             for address in (*reg.envs.values(), *reg.pending)
         }
+
+    # pins: prefixes a running worker uses (never removed under it)
+    def pin(self, address: str) -> Path:
+        """Mark ``address`` as in use by this process until ``unpin``; returns the pin file."""
+        folder = self.root / "pins" / address
+        folder.mkdir(parents=True, exist_ok=True)
+        pin = folder / f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
+        pin.touch()
+        return pin
+
+    @staticmethod
+    def unpin(pin: Path) -> None:
+        """Remove a pin made by ``pin``."""
+        pin.unlink(missing_ok=True)
+
+    def pinned(self) -> set[str]:
+        """Addresses some live process has pinned (stale pins of dead local processes go)."""
+        out: set[str] = set()
+        folder = self.root / "pins"
+        if not folder.is_dir():
+            return out
+        host = socket.gethostname()
+        for address in folder.iterdir():
+            for pin in address.iterdir():
+                owner, _, rest = pin.name.partition("@")
+                pid = rest.partition("@")[0]
+                if owner == host and pid.isdigit() and not _alive(int(pid)):
+                    pin.unlink(missing_ok=True)
+                    continue
+                out.add(address.name)  # a live process, or another host's (assume alive)
+        return out
 
     def sweep_staging(self, *, older_than_s: float = 24 * 3600.0) -> None:
         """Delete what killed syncs left in staging (old enough that nobody still uses it), and

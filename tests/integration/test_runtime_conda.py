@@ -56,3 +56,28 @@ def test_a_crash_in_the_prefix_is_reported_and_a_relaunch_works(
         assert demo_env.execute("os", "getpid") != os.getpid()
     finally:
         demo_env.exit()
+
+
+def test_gc_spares_the_prefix_a_running_worker_uses(
+    local_channel: Path, make_project, run_cema, store: cema.Store
+) -> None:
+    text = f"""\
+        version: 1
+        channels: ["{local_channel}"]
+        environments:
+          demo:
+            conda: [python, "cemademo=1.0"]
+        """
+    folder = make_project(text)
+    env = cema.Environment.from_spec(folder, name="demo", store=store)
+    old = env.prefix
+    assert old is not None
+    with env.launch():
+        (folder / "cema.yaml").write_text((folder / "cema.yaml").read_text().replace("1.0", "2.0"))
+        run_cema("sync", cwd=folder)  # the env moves to new content; nothing references `old`
+        out = run_cema("gc", cwd=folder).stdout
+        assert "0 unused prefix(es) removed." in out
+        assert env.execute("cemademo", "hello") == "hello world from cemademo 1.0"
+    out = run_cema("gc", cwd=folder).stdout
+    assert f"removing {old}" in out
+    assert not old.exists()
