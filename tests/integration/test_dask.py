@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -356,3 +357,8 @@ def test_a_worker_added_after_registration_gets_the_envs(
         assert out["cemademo"] == "1.0"
     finally:
         cluster.scale(N_WORKERS)
+        # wait until the extra worker is gone: unregistering the plugin while it retires races
+        deadline = time.monotonic() + RESULT_TIMEOUT_S
+        while len(client.scheduler_info()["workers"]) > N_WORKERS:
+            assert time.monotonic() < deadline, "the extra worker did not retire"
+            client.run_on_scheduler(lambda: None)  # a round trip to the scheduler, no sleep
