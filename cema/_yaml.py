@@ -28,6 +28,8 @@ def scalar(value: Any) -> str:
         return "null"
     if value is True or value is False:
         return "true" if value else "false"
+    if type(value) is int:
+        return str(value)
     if isinstance(value, int | float):
         return json.dumps(value)
     return _string(str(value))
@@ -37,13 +39,24 @@ def _emit(value: Any, indent: int, out: list[str]) -> None:
     pad = " " * indent
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, dict | list) and item:
-                out.append(f"{pad}{scalar(key)}:")
-                _emit(item, indent + 2 if isinstance(item, dict) else indent, out)
+            head = f"{pad}{scalar(key)}:"
+            if type(item) is list:
+                if not item:
+                    out.append(head + " []")
+                elif all(type(x) is str for x in item):  # the common case: a list of specs
+                    out.append(head)
+                    out.extend(f"{pad}- {_string(x)}" for x in item)
+                else:
+                    out.append(head)
+                    _emit(item, indent, out)
+            elif type(item) is dict:
+                if item:
+                    out.append(head)
+                    _emit(item, indent + 2, out)
+                else:
+                    out.append(head + " {}")
             else:
-                empty = "{}" if isinstance(item, dict) else "[]"
-                rendered = empty if isinstance(item, dict | list) else scalar(item)
-                out.append(f"{pad}{scalar(key)}: {rendered}")
+                out.append(f"{head} {scalar(item)}")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict) and item:
@@ -53,8 +66,10 @@ def _emit(value: Any, indent: int, out: list[str]) -> None:
                 out.extend(lines[1:])
             elif isinstance(item, list) and item:
                 raise TypeError("nested lists are not used in Cema documents")
+            elif isinstance(item, dict | list):
+                out.append(f"{pad}- {'{}' if isinstance(item, dict) else '[]'}")
             else:
-                out.append(f"{pad}- {scalar(item) if not isinstance(item, dict | list) else '[]'}")
+                out.append(f"{pad}- {scalar(item)}")
     else:
         out.append(pad + scalar(value))
 
