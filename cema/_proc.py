@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from cema.errors import CommandFailedError
 
 log = logging.getLogger(__name__)
 OUTPUT_TAIL_LINES = 25
+#: how long an interrupted child gets to stop before it is killed
+STOP_TIMEOUT_S = 10.0
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _TOKEN_PATH = re.compile(r"/t/[^/\s]+/")
 
@@ -65,3 +69,56 @@ def run(
             hint=hint,
         )
     return proc
+
+
+def stream(
+    cmd: Sequence[str | Path],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    hint: str | None = None,
+) -> None:
+    """Run ``cmd`` (no shell), handing each output line (redacted) to ``on_line`` as it comes.
+
+    ``CommandFailedError`` names ``what`` and carries the output's tail; an interrupted run
+    stops the child (terminate, then kill).
+    """
+    argv = [str(c) for c in cmd]
+    log.debug("running: %s", redact(" ".join(argv)))
+    last: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise CommandFailedError(f"{what} could not start ({exc}).", hint=hint) from None
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = redact(raw.rstrip("\n"))
+            last.append(line)
+            if on_line is not None:
+                on_line(line)
+        returncode = proc.wait()
+    except BaseException:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+    if returncode != 0:
+        raise CommandFailedError(
+            f"{what} failed (exit code {returncode}):",
+            returncode=returncode,
+            output_tail="\n".join(last),
+            hint=hint,
+        )

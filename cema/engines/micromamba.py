@@ -18,13 +18,10 @@
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +32,7 @@ from pathlib import Path
 
 from cema import _proc
 from cema.engines.base import NullReporter, Reporter
-from cema.errors import CommandFailedError, EngineError, EngineUnavailableError
+from cema.errors import EngineError, EngineUnavailableError
 from cema.lock import CondaRecord
 from cema.plan import Plan
 from cema.render import DONE_MARKER, ResolvedEnv, Shell, render_script
@@ -238,54 +235,6 @@ def _shell_command(shell: Shell, script: Path) -> list[str]:
     return [pwsh, *flags, str(script)]
 
 
-def stream(
-    cmd: Sequence[str],
-    *,
-    what: str,
-    env: Mapping[str, str],
-    reporter: Reporter,
-    hint: str | None = None,
-) -> None:
-    """Run ``cmd``, logging each output line and advancing ``reporter`` at each ready env."""
-    log.debug("running: %s", " ".join(cmd))
-    tail: collections.deque[str] = collections.deque(maxlen=_proc.OUTPUT_TAIL_LINES)
-    try:
-        proc = subprocess.Popen(
-            list(cmd),
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-        )
-    except OSError as exc:
-        raise CommandFailedError(f"{what} could not start ({exc}).", hint=hint) from None
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = _proc.redact(raw.rstrip("\n"))
-            tail.append(line)
-            log.info("%s", line)
-            if line.startswith(DONE_MARKER):
-                reporter.advance(step=line[len(DONE_MARKER) :])
-        returncode = proc.wait()
-    except BaseException:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
-        raise
-    if returncode != 0:
-        raise CommandFailedError(
-            f"{what} failed (exit code {returncode}):",
-            returncode=returncode,
-            output_tail="\n".join(tail),
-            hint=hint,
-        )
-
-
 class MicromambaEngine:
     """Builds prefixes by running the plan's micromamba script; solves with the embedded solver."""
 
@@ -388,11 +337,17 @@ class MicromambaEngine:
         with tempfile.TemporaryDirectory(prefix="cema-mm-") as tmp:
             path = Path(tmp) / f"sync{suffix}"
             path.write_text(script.text, encoding="utf-8")
-            stream(
+
+            def on_line(line: str) -> None:
+                log.info("%s", line)
+                if line.startswith(DONE_MARKER):
+                    reporter.advance(step=line[len(DONE_MARKER) :])
+
+            _proc.stream(
                 _shell_command(self.shell, path),
                 what="the micromamba script",
                 env=env,
-                reporter=reporter,
+                on_line=on_line,
                 hint="`cema plan --script "
                 + self.shell
                 + "` prints the script: run it by hand to see each step.",
