@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import difflib
-import functools
-import json
 import platform as _platform
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from cema._paths import default_home
 from cema.errors import SpecError
+from cema.validate import FORMAT_VERSION, check_duplicate_keys, validate, validate_cached
 
 SPEC_FILENAME = "cema.yaml"
-FORMAT_VERSION = 1
 DEFAULT_CHANNELS = ("conda-forge",)
 ENV_NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -170,187 +166,6 @@ class ProjectSpec:
             ) from None
 
 
-# --- validation ---------------------------------------------------------------------------
-
-
-@functools.cache
-def _schema() -> dict[str, Any]:
-    text = resources.files("cema").joinpath("schemas/cema.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def _key_path(parts: Sequence[str | int]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _node_at(node: yaml.Node | None, parts: Sequence[str | int]) -> yaml.Node | None:
-    """The deepest YAML node along ``parts`` (for line numbers), or None without a document."""
-    for part in parts:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == part), None)
-            if match is None:
-                key_node = next((k for k, _ in node.value if k.value == part), None)
-                return key_node or node
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return node
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
-def _key_node(node: yaml.Node | None, parts: Sequence[str | int], key: str) -> yaml.Node | None:
-    parent = _node_at(node, parts)
-    if isinstance(parent, yaml.MappingNode):
-        return next((k for k, _ in parent.value if k.value == key), parent)
-    return parent
-
-
-def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
-    props = schema.get("properties")
-    if props is None and "$ref" in schema:
-        ref = str(schema["$ref"]).rsplit("/", 1)[-1]
-        props = _schema()["$defs"][ref].get("properties")
-    return sorted(props or {})
-
-
-def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecError:
-    """Turn the most relevant jsonschema error into one sentence with file, line and key."""
-    parts: list[str | int] = list(error.absolute_path)
-    validator = error.validator
-    hint: str | None = None
-    node = _node_at(root, parts)
-    if validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = _allowed_keys(error.schema)
-        extra = sorted(k for k in error.instance if k not in allowed)
-        bad = extra[0] if extra else "?"
-        node = _key_node(root, parts, bad)
-        close = difflib.get_close_matches(bad, allowed, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}."
-        message = f"unknown key {bad!r}"
-        parts = [*parts, bad]
-    elif validator == "propertyNames" or (
-        validator == "pattern" and parts[:1] == ["environments"] and len(parts) == 1
-    ):
-        bad_name = str(error.instance)
-        node = _key_node(root, parts, bad_name)
-        if parts[:1] == ["environments"]:
-            message = f"{bad_name!r} is not a valid environment name"
-            hint = "use letters, digits, '.', '_' and '-' (no path separators, no '..')."
-        else:
-            message = f"{bad_name!r} is not a valid variable name"
-            hint = "variable names are letters, digits and '_', not starting with a digit."
-        parts = [*parts, bad_name]
-    elif validator == "required":
-        message = error.message.replace("is a required property", "is required")
-        hint = "see specs/cema.schema.json for the format."
-    elif validator == "type":
-        expected = error.validator_value
-        got = type(error.instance).__name__
-        message = f"expected {expected}, got {got} ({error.instance!r})"
-        if parts and parts[-1] == "python":
-            hint = 'quote the version: python: "3.10" (YAML reads 3.10 as the number 3.1).'
-        elif expected == "array":
-            hint = "write a YAML list, one item per line starting with '- '."
-    elif validator == "enum":
-        choices = [str(c) for c in error.validator_value]
-        close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.4)
-        message = f"{error.instance!r} is not one of {', '.join(choices)}"
-        hint = f"did you mean {close[0]!r}?" if close else None
-    elif validator == "oneOf" and len(parts) >= 2 and parts[-2] in ("conda", "pip"):
-        message = f"expected a spec string or an entry with a `name`, got {error.instance!r}"
-        hint = (
-            "write `- numpy>=1.26`, or `- {name: numpy, platforms: [linux-64],"
-            " dependencies: false, optional: true}`."
-        )
-    elif validator == "const":
-        message = f"{error.instance!r} is not supported (expected {error.validator_value!r})"
-        hint = f"this Cema reads format version {FORMAT_VERSION}."
-    else:
-        message = error.message
-    line = node.start_mark.line + 1 if node is not None else None
-    return SpecError(message, file=file, line=line, key=_key_path(parts) or None, hint=hint)
-
-
-def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = None) -> None:
-    """Raise ``SpecError`` for the first (most relevant) schema violation in ``data``."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = list(validator.iter_errors(data))
-    if errors:
-        # the first problem in the file, then the most relevant error about it
-        def line(error: Any) -> int:
-            node = _node_at(root, list(error.absolute_path))
-            return node.start_mark.line if node is not None else 0
-
-        first = min(line(e) for e in errors)
-        best = jsonschema.exceptions.best_match(e for e in errors if line(e) == first)
-        raise _describe(best or errors[0], root, file)
-    _check_requirements(data, file=file, root=root)
-
-
-def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None) -> None:
-    """Every ``pip`` entry must be a PEP 508 requirement (the schema only says "string")."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    for name, body in data["environments"].items():
-        if (body or {}).get("kind") == "venv" and body.get("conda"):
-            parts_kind: list[str | int] = ["environments", name, "kind"]
-            node = _node_at(root, parts_kind)
-            raise SpecError(
-                "a venv cannot have conda dependencies",
-                file=file,
-                line=node.start_mark.line + 1 if node is not None else None,
-                key=_key_path(parts_kind),
-                hint="use `kind: conda` (or `auto`), or move the packages to `pip:`.",
-            )
-        for i, entry in enumerate((body or {}).get("pip", ())):
-            text = entry if isinstance(entry, str) else entry["name"]
-            try:
-                Requirement(text)
-            except InvalidRequirement as exc:
-                parts: list[str | int] = ["environments", name, "pip", i]
-                if not isinstance(entry, str):
-                    parts.append("name")
-                node = _node_at(root, parts)
-                raise SpecError(
-                    f"{text!r} is not a valid pip requirement ({str(exc).splitlines()[0]})",
-                    file=file,
-                    line=node.start_mark.line + 1 if node is not None else None,
-                    key=_key_path(parts),
-                    hint='write it as PEP 508 does, e.g. "requests>=2.31" or'
-                    ' "pkg @ https://host/pkg-1.0-py3-none-any.whl".',
-                ) from None
-
-
-def _validated_marker(text: str) -> Path:
-    import xxhash
-
-    schema = resources.files("cema").joinpath("schemas/cema.schema.json").read_bytes()
-    key = xxhash.xxh3_64_hexdigest(schema + b"\0" + text.encode("utf-8"))
-    return default_home() / "validated" / key
-
-
-def _validate_cached(data: Any, text: str, *, file: Path, root: yaml.Node | None) -> None:
-    """Validate, remembering texts that passed: a no-op ``cema sync`` skips jsonschema."""
-    marker = _validated_marker(text)
-    if marker.exists():
-        return
-    validate(data, file=file, root=root)
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    except OSError:  # a read-only cache only costs speed
-        pass
-
-
 # --- loading ------------------------------------------------------------------------------
 
 
@@ -385,29 +200,8 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None, str]:
         raise SpecError(f"this is not valid YAML: {exc}", file=path) from None
     finally:
         loader.dispose()
-    _check_duplicate_keys(root, path)
+    check_duplicate_keys(root, path)
     return data, root, text
-
-
-def _check_duplicate_keys(
-    node: yaml.Node | None, path: Path, parts: tuple[str | int, ...] = ()
-) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                raise SpecError(
-                    f"the key {key.value!r} appears twice",
-                    file=path,
-                    line=key.start_mark.line + 1,
-                    key=_key_path([*parts, key.value]),
-                    hint="keep one of them: YAML would silently use the last.",
-                )
-            seen.add(key.value)
-            _check_duplicate_keys(value, path, (*parts, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, path, (*parts, i))
 
 
 def load_project(path: Path | str) -> ProjectSpec:
@@ -420,7 +214,7 @@ def load_project(path: Path | str) -> ProjectSpec:
         raise SpecError(
             "the file is empty", file=path, hint="run `cema init` to write a starting point."
         )
-    _validate_cached(data, text, file=path, root=root)
+    validate_cached(data, text, file=path, root=root)
     return _project_from_validated(data, path=path.resolve())
 
 
