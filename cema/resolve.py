@@ -103,6 +103,14 @@ def _lock_conda_platform(
             channel_location(c, root) for c in (*env.channels, *_qualified_channels(specs_all))
         )
     )
+    for channel in channels:
+        folder = Path(channel[len("file://") :] if channel.startswith("file://") else channel)
+        is_path = "://" not in channel.replace("file://", "", 1) and folder.is_absolute()
+        if is_path and not folder.is_dir():
+            raise SolveError(
+                f"the channel folder {folder} does not exist.",
+                hint="check `channels:` in cema.yaml (relative paths start from its folder).",
+            )
     where = f"on {platform}"
     with_deps = [d for d in entries if d.dependencies]
     python = conda_specs(replace(env, conda=()), platform)  # the `python:` constraint alone
