@@ -179,8 +179,13 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
 def _validated_marker(text: str) -> Path:
     import xxhash
 
+    from cema import __version__
+
+    # the checks are code as well as schema: a new Cema validates every file again
     schema = resources.files("cema").joinpath("schemas/cema.schema.json").read_bytes()
-    key = xxhash.xxh3_64_hexdigest(schema + b"\0" + text.encode("utf-8"))
+    key = xxhash.xxh3_64_hexdigest(
+        __version__.encode() + b"\0" + schema + b"\0" + text.encode("utf-8")
+    )
     return default_home() / "validated" / key
 
 
