@@ -9,15 +9,47 @@ from typing import Any
 
 # plain scalars that YAML 1.1 and 1.2 both read back as the same string
 # (names, builds, hashes, URLs, ./relative paths; never a leading digit: it could be a number)
-_PLAIN = re.compile(r"(?:[A-Za-z_]|\.\.?/)[A-Za-z0-9_.\-/:@%+=~]*")
+# (a trailing ':' would make a mapping key: `- D:` reads back as {"D": None})
+_PLAIN = re.compile(r"(?:[A-Za-z_]|\.\.?/)(?:[A-Za-z0-9_.\-/:@%+=~]*[A-Za-z0-9_.\-/@%+=~])?")
 _RESERVED = frozenset(["y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"])
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _printable(code: int) -> bool:
+    """YAML's printable set, minus the line breaks it folds (NEL, LS, PS) and the BOM."""
+    return (
+        0x20 <= code <= 0x7E
+        or 0xA0 <= code <= 0xD7FF
+        or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+        or 0x10000 <= code <= 0x10FFFF
+    ) and code not in (0x85, 0x2028, 0x2029)
+
+
+def _quoted(text: str) -> str:
+    """A double-quoted YAML scalar that reads back as exactly ``text``."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif _printable(code):
+            out.append(char)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 @functools.lru_cache(maxsize=65536)
 def _string(text: str) -> str:
     if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _quoted(text)
 
 
 def scalar(value: Any) -> str:

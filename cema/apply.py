@@ -196,10 +196,6 @@ def apply_plan(
     reporter = reporter or NullReporter()
     by_env = {r.env: r for r in resolved}
     builds = plan.builds
-    pending = [r.address for r in resolved]
-    if lock.path is not None and builds:
-        # referenced before they exist: a concurrent `cema gc` never removes what we build
-        store.update_registration(lock.path, keep=lock.envs, add_pending=pending)
     if builds:
         reporter.start(total=len(builds), label=f"building {len(builds)} environment(s)")
     actions = plan.actions
@@ -220,17 +216,15 @@ def apply_plan(
                 build_prefix(store, by_env[action.env], engine=engine, reporter=NullReporter())
                 reporter.advance(step=action.env)
             case Remove(address=address):
-                log.info("removing %s", store.prefix(address))
-                store.remove_prefix(address)
+                # re-checked under the prefix's lock: another project may have started using it
+                if store.remove_unreferenced(address, excluding=lock.path):
+                    log.info("removed %s", store.prefix(address))
     if builds:
         reporter.finish()
     prefixes = {r.env: store.prefix(r.address) for r in resolved}
     if lock.path is not None:
         store.update_registration(
-            lock.path,
-            keep=lock.envs,
-            set_envs={r.env: r.address for r in resolved},
-            drop_pending=pending if builds else (),
+            lock.path, keep=lock.envs, set_envs={r.env: r.address for r in resolved}
         )
     return SyncResult(plan=plan, prefixes=prefixes)
 
@@ -251,6 +245,15 @@ def sync_lock(
     cost of a no-op sync).
     """
     resolved = resolve_targets(lock, names, platform=platform)
-    plan = plan_sync(store, lock, resolved, prune=prune)
-    chosen = (engine() if callable(engine) else engine) if plan.builds else None
-    return apply_plan(store, lock, plan, resolved, engine=chosen, reporter=reporter)
+    pending = [r.address for r in resolved]
+    if lock.path is not None:
+        # referenced before the store is read: a concurrent `cema gc` or `--prune` never
+        # removes what this sync builds or decides to reuse
+        store.update_registration(lock.path, add_pending=pending)
+    try:
+        plan = plan_sync(store, lock, resolved, prune=prune)
+        chosen = (engine() if callable(engine) else engine) if plan.builds else None
+        return apply_plan(store, lock, plan, resolved, engine=chosen, reporter=reporter)
+    finally:
+        if lock.path is not None:
+            store.update_registration(lock.path, drop_pending=pending)

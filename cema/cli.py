@@ -209,13 +209,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
     ready = store.inventory()
     referenced = store.referenced() | store.pinned()  # running workers keep their prefixes
     unused = sorted(a for a in ready if a not in referenced)
+    removed = 0
     for address in unused:
-        print(("would remove " if args.dry_run else "removing ") + str(store.prefix(address)))
-        if not args.dry_run:
-            store.remove_prefix(address)
+        if args.dry_run:
+            print(f"would remove {store.prefix(address)}")
+        elif store.remove_unreferenced(address):  # checked again under the prefix's lock
+            print(f"removing {store.prefix(address)}")
+            removed += 1
     if not args.dry_run:
         store.sweep_staging(older_than_s=0 if args.all_staging else 24 * 3600.0)
-    print(f"{len(unused)} unused prefix(es) " + ("found." if args.dry_run else "removed."))
+    print(
+        f"{len(unused)} unused prefix(es) found."
+        if args.dry_run
+        else f"{removed} unused prefix(es) removed."
+    )
     return 0
 
 
@@ -364,6 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # a path that is not what it should be (a file where a folder goes, no permission...)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print("hint: check that path (and --store, --project).", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

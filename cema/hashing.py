@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from cema.spec import Dependency, EnvSpec
 
 #: Bump when any canonical form below changes: every spec hash and prefix address changes too.
-HASH_SCHEME = 1
+HASH_SCHEME = 2
 
-_OPERATOR_SPACES = re.compile(r"\s*([=<>!~,|*])\s*")
+# not `*`: "numpy 1.26 *" (any build of 1.26) and "numpy 1.26*" (1.26.x) differ
+_OPERATOR_SPACES = re.compile(r"\s*([=<>!~,|])\s*")
 _WHITESPACE = re.compile(r"\s+")
 _NAME_END = re.compile(r"[\s=<>!~\[]")
 

@@ -185,12 +185,13 @@ class Lockfile:
 # --- local channels are written relative to the lock's folder -----------------------------
 
 _USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]+@", re.IGNORECASE)
-_TOKEN = re.compile(r"/t/[^/]+/")
+# anaconda.org-style tokens: `https://host/t/<token>/channel/...`, the token long and opaque
+_TOKEN = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^/]+)/t/[A-Za-z0-9_-]{16,}/", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """``url`` without ``user:password@`` and without an anaconda.org ``/t/<token>/`` part."""
-    return _TOKEN.sub("/", _USERINFO.sub(r"\g<scheme>", url))
+    """``url`` without ``user:password@`` and without a ``/t/<token>/`` part after the host."""
+    return _TOKEN.sub(r"\g<head>/", _USERINFO.sub(r"\g<scheme>", url))
 
 
 def _to_portable(url: str, base: Path | None) -> str:

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import xxhash
+
 from cema.apply import Resolved, SyncResult, plan_sync, resolve_targets, sync_lock
 from cema.engines import Engine, Reporter, get_engine
 from cema.errors import LockError, SpecError
 from cema.lock import LOCK_FILENAME, Lockfile, check_fresh, read_lock, stale_envs, write_lock
 from cema.plan import Plan
 from cema.resolve import lock_project
-from cema.spec import SPEC_FILENAME, ProjectSpec, current_platform, load_project
+from cema.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
 from cema.store import Store
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ class Project:
         engine: Engine | str | None = None,
     ) -> None:
         self.spec = spec
-        self.lock_path = (lock_path or spec.root / LOCK_FILENAME).resolve()
         if isinstance(store, Store):
             self.store = store
         elif store is not None:
@@ -59,6 +60,13 @@ class Project:
             self.store = Store(spec.root / Path(spec.store).expanduser())
         else:
             self.store = Store()
+        if lock_path is None and spec.path is None:
+            # a spec given as data has no folder of its own: never touch ./cema.lock, keep
+            # its lock in the store, keyed by its content
+            key = xxhash.xxh3_64_hexdigest(dump_project(spec).encode("utf-8"))
+            lock_path = self.store.root / "inline" / f"spec-{key}" / LOCK_FILENAME
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path = (lock_path or spec.root / LOCK_FILENAME).resolve()
         self._engine = engine
         self.platform = current_platform()
 

@@ -300,12 +300,19 @@ def lock_project(
     """
     previous = previous or Lockfile()
     selected = {e.name for e in iter_envs(project, names)}
+    if not isinstance(upgrade, bool):
+        for name in upgrade:
+            project.env(name)  # an unknown name fails with a suggestion
     out: list[LockedEnv] = []
     for env in iter_envs(project):
         old = previous.envs.get(env.name)
         forced = upgrade is True or (not isinstance(upgrade, bool) and env.name in upgrade)
         fresh = old is not None and old.spec_hash == spec_hash(env)
-        if old is not None and (env.name not in selected or (fresh and not forced)):
+        if env.name not in selected:
+            if old is not None:  # not asked for: kept as it is (stale or not), never resolved
+                out.append(old)
+            continue
+        if old is not None and fresh and not forced:
             out.append(old)
             continue
         out.append(

@@ -208,11 +208,18 @@ class Store:
             trash = path
         shutil.rmtree(trash, ignore_errors=True)
 
-    def remove_prefix(self, address: str) -> None:
-        """Remove a published prefix: the receipt goes first, so it never looks ready half gone."""
+    def remove_unreferenced(self, address: str, *, excluding: Path | None = None) -> bool:
+        """Remove a prefix unless a project (other than ``excluding``'s) or a worker uses it.
+
+        The check runs again under the prefix's lock, after which no sync can start using it
+        unseen (a sync registers what it will use before it reads the store).
+        """
         with self.prefix_lock(address):
+            if address in self.referenced(excluding=excluding) | self.pinned():
+                return False
             (self.prefix(address) / RECEIPT_NAME).unlink(missing_ok=True)
             self.discard(self.prefix(address))
+        return True
 
     # registrations (gc roots)
     def _registration_path(self, lock_path: Path) -> Path:
@@ -245,15 +252,15 @@ class Store:
         self,
         lock_path: Path,
         *,
-        keep: Container[str],
+        keep: Container[str] | None = None,
         set_envs: Mapping[str, str] | None = None,
         add_pending: Sequence[str] = (),
         drop_pending: Sequence[str] = (),
     ) -> None:
         """Read, change and write a project's registration under its file lock.
 
-        Envs not in ``keep`` (no longer locked) are dropped; concurrent syncs of one project
-        (``cema sync -e a`` beside ``cema sync -e b``) never lose each other's entries.
+        Envs not in ``keep`` (no longer locked; None keeps all) are dropped; concurrent syncs
+        of one project (``cema sync -e a`` beside ``-e b``) never lose each other's entries.
         """
         import filelock
 
@@ -261,7 +268,11 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(str(path) + ".lock", timeout=PREFIX_LOCK_TIMEOUT_S):
             current = self.registration(lock_path)
-            envs = {k: v for k, v in (current.envs if current else {}).items() if k in keep}
+            envs = {
+                k: v
+                for k, v in (current.envs if current else {}).items()
+                if keep is None or k in keep
+            }
             envs.update(set_envs or {})
             pending = [a for a in (current.pending if current else ()) if a not in drop_pending]
             self.register(lock_path, envs, pending=[*pending, *add_pending])

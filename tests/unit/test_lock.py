@@ -235,8 +235,8 @@ def test_credentials_never_land_in_the_lock(tmp_path: Path) -> None:
     secret_pip = replace(content.pip[0], url="https://user:s3cret@pypi.example/six.whl")
     secret_conda = replace(
         record("xz", "5.2", tmp_path),
-        channel="https://conda.anaconda.org/t/tk-123abc/private/",
-        url="https://conda.anaconda.org/t/tk-123abc/private/linux-64/xz-5.2-0.tar.bz2",
+        channel="https://conda.anaconda.org/t/tk-0123456789abcdef42/private/",
+        url="https://conda.anaconda.org/t/tk-0123456789abcdef42/private/linux-64/xz-5.2-0.tar.bz2",
     )
     env = LockedEnv(
         name="a",
@@ -249,6 +249,29 @@ def test_credentials_never_land_in_the_lock(tmp_path: Path) -> None:
         },
     )
     text = to_yaml(lock.with_envs([env]))
-    assert "s3cret" not in text and "tk-123abc" not in text
+    assert "s3cret" not in text and "tk-0123456789abcdef42" not in text
     assert "https://pypi.example/six.whl" in text
     assert "https://conda.anaconda.org/private/linux-64/xz-5.2-0.tar.bz2" in text
+
+
+def test_yaml_writer_round_trips_random_unicode() -> None:
+    import random
+
+    import yaml
+
+    from cema import _yaml
+
+    rng = random.Random(20261125)
+    ranges = [(0, 0x7F), (0x80, 0x3000), (0xE000, 0xFFFD), (0x10000, 0x10FFFF)]
+    specials = [0x85, 0x2028, 0x2029, 0xFEFF, 0x7F, 0x0]
+    for _ in range(2000):
+        chars = []
+        for _ in range(rng.randint(0, 8)):
+            if rng.random() < 0.1:
+                chars.append(chr(rng.choice(specials)))
+            else:
+                low, high = rng.choice(ranges)
+                chars.append(chr(rng.randint(low, high)))
+        text = "".join(chars)
+        doc = {"k": text, "l": [text, {"n": text}]}
+        assert yaml.load(_yaml.dump(doc), Loader=yaml.SafeLoader) == doc, repr(text)
