@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,51 +51,84 @@ def _env_vars_d(prefix: Path) -> dict[str, str]:
     return out
 
 
-def _script_variables(prefix: Path, base: Mapping[str, str]) -> dict[str, str]:
-    """Variables the ``etc/conda/activate.d`` shell scripts set (run once, in bash)."""
+_MARK = "\0__cema_activation__\0"
+
+
+def _scripts(prefix: Path) -> list[Path]:
     folder = prefix / "etc" / "conda" / "activate.d"
-    scripts = sorted(folder.glob("*.sh")) if folder.is_dir() else []
+    if sys.platform == "win32" or not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.sh"))
+
+
+def _parse_env0(blob: str) -> dict[str, str]:
+    out = {}
+    for item in blob.split("\0"):
+        key, sep, value = item.partition("=")
+        if sep and key:
+            out[key] = value
+    return out
+
+
+def run_scripts(prefix: Path, env: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment after sourcing the prefix's ``activate.d`` scripts on top of ``env``.
+
+    The scripts run in bash against the real environment (so ``CFLAGS="... $CFLAGS"`` keeps the
+    user's value), the environment is read with ``env -0`` before and after (no interpreter in
+    between to add variables of its own), and what the scripts print goes to stderr. None when
+    there is no bash or a script fails (with a warning).
+    """
+    scripts = _scripts(prefix)
     bash = shutil.which("bash")
-    if not scripts or sys.platform == "win32" or bash is None:
-        return {}
-    dump = "import json, os; print(json.dumps(dict(os.environ)))"
-    source = "; ".join(f'. "{s}"' for s in scripts)
-    command = f"{source}; exec \"{sys.executable}\" -c '{dump}'"
+    if not scripts or bash is None:
+        return dict(env)
+    source = "; ".join(f". {shlex.quote(str(s))}" for s in scripts)
+    mark = _MARK.replace("\0", "\\0")  # as printf writes it
+    command = f'env -0; printf "{mark}"; {{ {source}; }} 1>&2; env -0'
     try:
         out = subprocess.run(
             [bash, "--noprofile", "--norc", "-c", command],
-            env=dict(base),
+            env=dict(env),
             capture_output=True,
             text=True,
             timeout=SCRIPT_TIMEOUT_S,
             check=True,
         )
-        after: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError) as exc:
-        log.warning("the activation scripts in %s failed (%s); ignoring them", folder, exc)
-        return {}
-    return {k: v for k, v in after.items() if base.get(k) != v and k not in ("_", "SHLVL", "PWD")}
+        before_blob, _, after_blob = out.stdout.partition(_MARK)
+    except (subprocess.SubprocessError, OSError) as exc:
+        log.warning("the activation scripts in %s failed (%s); ignoring them", prefix, exc)
+        return None
+    before, after = _parse_env0(before_blob), _parse_env0(after_blob)
+    result = dict(env)
+    for key in before.keys() - after.keys():  # unset by a script
+        result.pop(key, None)
+    result.update({k: v for k, v in after.items() if before.get(k) != v})
+    return result
 
 
-def compute_activation(prefix: Path, kind: str) -> dict[str, str]:
-    """What activating ``prefix`` sets, apart from PATH and the spec's variables."""
+def compute_activation(prefix: Path, kind: str) -> dict[str, Any]:
+    """What activating ``prefix`` needs: fixed variables, and whether scripts must run."""
     if kind == "venv":
-        return {"VIRTUAL_ENV": str(prefix)}
-    base = {
-        "PATH": os.pathsep.join([*path_entries(prefix, kind), os.environ.get("PATH", "")]),
-        "CONDA_PREFIX": str(prefix),
-        "HOME": os.environ.get("HOME", ""),
-    }
-    found = {"CONDA_PREFIX": str(prefix), **_env_vars_d(prefix)}
-    found.update({k: v for k, v in _script_variables(prefix, base).items() if k != "PATH"})
-    return found
+        return {"static": {"VIRTUAL_ENV": str(prefix)}, "scripts": False}
+    static = {"CONDA_PREFIX": str(prefix), **_env_vars_d(prefix)}
+    return {"static": static, "scripts": bool(_scripts(prefix))}
 
 
 def write_activation_cache(prefix: Path, kind: str) -> None:
-    """Store the activation variables inside the prefix (called before its receipt is written)."""
-    (prefix / ACTIVATION_CACHE).write_text(
-        json.dumps(compute_activation(prefix, kind), sort_keys=True), encoding="utf-8"
-    )
+    """Record what activation needs inside the prefix (called before its receipt is written).
+
+    The scripts also run once here, in a minimal environment, so that one that fails is
+    reported when the prefix is built rather than at every activation.
+    """
+    found = compute_activation(prefix, kind)
+    if found["scripts"]:
+        base = {
+            "PATH": os.pathsep.join([*path_entries(prefix, kind), os.environ.get("PATH", "")]),
+            "CONDA_PREFIX": str(prefix),
+            "HOME": os.environ.get("HOME", ""),
+        }
+        run_scripts(prefix, base)
+    (prefix / ACTIVATION_CACHE).write_text(json.dumps(found, sort_keys=True), encoding="utf-8")
 
 
 def activated_environ(
@@ -107,9 +142,11 @@ def activated_environ(
     """A copy of ``base`` (default ``os.environ``) with the env at ``prefix`` activated."""
     env = dict(os.environ if base is None else base)
     try:
-        extra = json.loads((prefix / ACTIVATION_CACHE).read_text("utf-8"))
-    except (OSError, ValueError):
-        extra = compute_activation(prefix, kind)
+        cached = json.loads((prefix / ACTIVATION_CACHE).read_text("utf-8"))
+        static, scripts = dict(cached["static"]), bool(cached["scripts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        found = compute_activation(prefix, kind)
+        static, scripts = found["static"], found["scripts"]
     for key in ("PYTHONHOME", "PYTHONPATH", "__PYVENV_LAUNCHER__"):
         env.pop(key, None)
     if kind == "venv":
@@ -117,11 +154,13 @@ def activated_environ(
     else:
         env.pop("VIRTUAL_ENV", None)
         env["CONDA_DEFAULT_ENV"] = name
-    env.update(extra)
+    env.update(static)
     env["PATH"] = os.pathsep.join([*path_entries(prefix, kind), env.get("PATH", "")]).rstrip(
         os.pathsep
     )
     env["CEMA_ENV"] = name
+    if scripts:
+        env = run_scripts(prefix, env) or env
     items = variables.items() if isinstance(variables, Mapping) else variables
     env.update({str(k): str(v) for k, v in items})
     return env

@@ -126,7 +126,12 @@ def _lock_conda_platform(
     conda, omitted = _with_optional(solve, with_deps, where=where)
     by_name = {r.name: r for r in conda}
     for dep in (d for d in entries if not d.dependencies):
-        found = engine.find(spec=dep.spec, channels=channels, platform=platform)
+        found = engine.find(
+            spec=dep.spec,
+            channels=channels,
+            platform=platform,
+            locked=[r for r in locked if r.no_deps],
+        )
         if found is None:
             if dep.optional:
                 log.warning("leaving out the optional %r %s: no package matches", dep.spec, where)

@@ -51,8 +51,15 @@ class Engine(Protocol):
         """Resolve ``specs`` for ``platform`` from ``channels`` (URLs or absolute paths)."""
         ...
 
-    def find(self, *, spec: str, channels: Sequence[str], platform: str) -> CondaRecord | None:
-        """The best record matching ``spec`` alone (no dependencies), or None."""
+    def find(
+        self,
+        *,
+        spec: str,
+        channels: Sequence[str],
+        platform: str,
+        locked: Sequence[CondaRecord] = (),
+    ) -> CondaRecord | None:
+        """The record for ``spec`` alone (no dependencies): locked first, by channel priority."""
         ...
 
     def install(

@@ -269,13 +269,20 @@ class MicromambaEngine:
             self._solver = RattlerEngine()
         return self._solver.solve(specs=specs, channels=channels, platform=platform, locked=locked)
 
-    def find(self, *, spec: str, channels: Sequence[str], platform: str) -> CondaRecord | None:
+    def find(
+        self,
+        *,
+        spec: str,
+        channels: Sequence[str],
+        platform: str,
+        locked: Sequence[CondaRecord] = (),
+    ) -> CondaRecord | None:
         """Look up with the embedded engine (the lock does not depend on the engine)."""
         from cema.engines.rattler import RattlerEngine
 
         if not isinstance(self._solver, RattlerEngine):
             self._solver = RattlerEngine()
-        return self._solver.find(spec=spec, channels=channels, platform=platform)
+        return self._solver.find(spec=spec, channels=channels, platform=platform, locked=locked)
 
     def install(
         self,

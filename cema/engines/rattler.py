@@ -249,35 +249,46 @@ class RattlerEngine:
             ) from None
         return sorted((_to_record(r) for r in solved), key=lambda r: r.name)
 
-    def find(self, *, spec: str, channels: Sequence[str], platform: str) -> CondaRecord | None:
-        """The highest record matching ``spec`` for ``platform`` (or noarch), dependencies aside."""
+    def find(
+        self,
+        *,
+        spec: str,
+        channels: Sequence[str],
+        platform: str,
+        locked: Sequence[CondaRecord] = (),
+    ) -> CondaRecord | None:
+        """The record for ``spec`` alone (dependencies aside): a locked one that still matches,
+        else the highest in the first channel that has one (strict channel priority)."""
         try:
             match = rattler.MatchSpec(spec)
         except Exception as exc:
             raise SolveError(f"{exc}.", hint="check the conda specs in cema.yaml.") from None
+        for rec in locked:
+            if match.matches(_from_record(rec)):
+                return rec
         if self._gateway is None:
             self._gateway = rattler.Gateway()
             self._loop = asyncio.new_event_loop()
-        try:
-            found = _run(
-                self._gateway.query(
-                    [rattler.Channel(c) for c in channels],
-                    [rattler.Subdir(platform), rattler.Subdir("noarch")],
-                    [match],
-                    recursive=False,
-                ),
-                self._loop,
-            )
-        except Exception as exc:
-            raise SolveError(
-                f"cannot read the channels {', '.join(channels)} for {platform}: {exc}",
-                hint="check the channel names or paths, and the network.",
-            ) from None
-        candidates = [r for records in found for r in records if match.matches(r)]
-        if not candidates:
-            return None
-        best = max(candidates, key=lambda r: (r.version, r.build_number))
-        return _to_record(best)
+        for channel in channels:
+            try:
+                found = _run(
+                    self._gateway.query(
+                        [rattler.Channel(channel)],
+                        [rattler.Subdir(platform), rattler.Subdir("noarch")],
+                        [match],
+                        recursive=False,
+                    ),
+                    self._loop,
+                )
+            except Exception as exc:
+                raise SolveError(
+                    f"cannot read the channel {channel} for {platform}: {exc}",
+                    hint="check the channel names or paths, and the network.",
+                ) from None
+            candidates = [r for records in found for r in records if match.matches(r)]
+            if candidates:
+                return _to_record(max(candidates, key=lambda r: (r.version, r.build_number)))
+        return None
 
     def install(
         self,

@@ -170,3 +170,30 @@ def test_micromamba_scripts_run_install_commands_too(
     assert not (prefix / "never.txt").exists()
     # the embedded engine reaches the same address: nothing to build
     assert "up to date" in run_cema("sync", "--engine", "rattler", cwd=folder).stdout
+
+
+def test_dependencies_false_follows_channel_priority(
+    tmp_path: Path, make_project, store: cema.Store
+) -> None:
+    from tests.channel_builder import Package, build_channel
+
+    first = build_channel(
+        tmp_path / "first", [Package(name="prio", version="1.0", noarch="generic")]
+    )
+    second = build_channel(
+        tmp_path / "second", [Package(name="prio", version="2.0", noarch="generic")]
+    )
+    folder = make_project(
+        f"""\
+        version: 1
+        channels: ["{first}", "{second}"]
+        platforms: [linux-64]
+        environments:
+          e:
+            conda: [{{name: prio, dependencies: false}}]
+        """
+    )
+    lock = cema.Project.load(folder, store=store).lock()
+    (record,) = lock.envs["e"].platforms["linux-64"].conda
+    assert (record.version, record.no_deps) == ("1.0", True)
+    assert record.channel.rstrip("/").endswith("/first")
