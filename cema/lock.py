@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -205,8 +206,19 @@ def _to_portable(url: str, base: Path | None) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
+def file_url_path(url: str) -> Path:
+    """The local path of a ``file://`` URL (``file:///C:/x`` is ``C:/x`` on Windows)."""
+    path = unquote(urlparse(url).path)
+    if sys.platform == "win32" and re.match(r"^/[A-Za-z]:", path):
+        path = path[1:]
+    return Path(path)
+
+
 def _portable_folder(folder_url: str, base: str) -> str:
-    rel = os.path.relpath(unquote(urlparse(folder_url).path), base).replace(os.sep, "/")
+    try:
+        rel = os.path.relpath(file_url_path(folder_url), base).replace(os.sep, "/")
+    except ValueError:  # another drive (Windows): no relative path, keep the URL
+        return folder_url.rstrip("/") + "/"
     return (rel if rel.startswith("../") or rel == ".." else "./" + rel).rstrip("/") + "/"
 
 

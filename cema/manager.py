@@ -18,6 +18,7 @@ import yaml
 
 from cema.environment import ActivateCommands, Environment, camel_keywords
 from cema.errors import EnvNotFoundError, SpecError
+from cema.hashing import spec_hash
 from cema.project import Project
 from cema.spec import (
     DEFAULT_CHANNELS,
@@ -344,11 +345,14 @@ class EnvironmentManager:
 
 def inline_project(store: Store, name: str, dependencies: Dependencies) -> Project:
     """A one-env project kept inside the store, for an env given as a dict in code."""
-    manager = EnvironmentManager(store.root / "inline" / check_env_name(name), store=store)
     env = _spec_of(name, dependencies, None)
-    if manager.project.spec.environments.get(name) != env:
-        manager._save(env)
-    return manager.project
+    # keyed by content too: two callers with other dependencies for one name never collide
+    folder = store.root / "inline" / f"{check_env_name(name)}-{spec_hash(env)}"
+    manager = EnvironmentManager(folder, store=store)
+    with manager._editing():
+        if manager.project.spec.environments.get(name) != env:
+            manager._save(env)
+        return manager.project
 
 
 def main_env_satisfies(dependencies: Dependencies) -> bool:

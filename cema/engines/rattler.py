@@ -11,13 +11,12 @@ import os
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
 
 import rattler
 
 from cema.engines.base import Reporter
 from cema.errors import EngineError, SolveError
-from cema.lock import CondaRecord
+from cema.lock import CondaRecord, file_url_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,7 +142,7 @@ def _in_package_cache(package_cache: Path, rec: CondaRecord) -> bool:
 
 def _verify_local_archive(rec: CondaRecord) -> None:
     """Check the sha256 of a ``file://`` archive: rattler only checks what it downloads."""
-    path = Path(unquote(urlparse(rec.url).path))
+    path = file_url_path(rec.url)
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
