@@ -299,7 +299,7 @@ def test_credentials_in_urls_become_environment_variables(shell: str) -> None:
 
 
 def test_bash_puts_the_credentials_back_at_run_time() -> None:
-    from cema.render import _bash_word, _Secrets
+    from cema.render.common import _bash_word, _Secrets
 
     bash = shutil.which("bash")
     if bash is None:
