@@ -103,13 +103,15 @@ def cmd_lock(args: argparse.Namespace) -> int:
     project = _project(args)
     if args.check:
         project.check()
-        print(f"{project.lock_path} is up to date.")
+        if not args.quiet:
+            print(f"{project.lock_path} is up to date.")
         return 0
     upgrade: Sequence[str] | bool = False
     if args.upgrade is not None:
         upgrade = args.upgrade or True
     lock = project.lock(upgrade=upgrade)
-    print(f"locked {len(lock.envs)} environment(s) into {project.lock_path}")
+    if not args.quiet:
+        print(f"locked {len(lock.envs)} environment(s) into {project.lock_path}")
     return 0
 
 
