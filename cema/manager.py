@@ -234,7 +234,9 @@ class EnvironmentManager:
         env = _spec_of(name, dependencies, additional_install_commands)
         if not force_external and not env.install_commands and main_env_satisfies(dependencies):
             log.info("the running interpreter satisfies %r: using the main environment", name)
-            return Environment.main()
+            main = Environment.main()
+            self._envs[name] = main  # load(name) finds it in this manager, as before
+            return main
         with self._editing():
             current = self.project.spec.environments.get(name)
             if current == env:

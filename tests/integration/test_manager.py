@@ -535,3 +535,12 @@ def test_set_conda_path_builds_through_micromamba(
     assert receipt is not None and receipt.engine == "micromamba"
     proc = env.execute_commands("cemahello", popen_kwargs=piped())
     assert str(env.prefix) in "\n".join(output(proc))
+
+
+def test_a_main_env_answers_load_by_its_name(manager: EnvironmentManager) -> None:
+    from importlib.metadata import version
+
+    env = manager.create("here", {"pip": [f"packaging=={version('packaging')}"]})
+    assert env.is_main
+    assert manager.load("here") is env
+    assert manager.environmentExists("here")
