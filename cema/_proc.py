@@ -16,13 +16,15 @@ log = logging.getLogger(__name__)
 OUTPUT_TAIL_LINES = 25
 #: how long an interrupted child gets to stop before it is killed
 STOP_TIMEOUT_S = 10.0
-_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
-_TOKEN_PATH = re.compile(r"/t/[^/\s]+/")
+#: credentials in URLs, as logs and scripts hide them (broadly: hiding too much is harmless
+#: there; the lock, which drops them, uses a stricter token pattern in cema.lock)
+URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<secret>[^/@\s]+)@", re.IGNORECASE)
+URL_TOKEN = re.compile(r"/t/(?P<secret>[^/\s]+)/")
 
 
 def redact(text: str) -> str:
     """Hide credentials in URLs (``user:pass@``, anaconda.org ``/t/<token>/``)."""
-    return _TOKEN_PATH.sub("/t/***/", _SECRET_IN_URL.sub(r"\g<scheme>***@", text))
+    return URL_TOKEN.sub("/t/***/", URL_USERINFO.sub(r"\g<scheme>***@", text))
 
 
 def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from cema._proc import URL_TOKEN, URL_USERINFO
 from cema.lock import CondaRecord, LockedPlatform, PipRecord
 from cema.store import Receipt
 
@@ -83,8 +84,6 @@ class _Var:
 
 
 _Part = str | _Var
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<secret>[^/@\s]+)@", re.IGNORECASE)
-_TOKEN = re.compile(r"/t/(?P<secret>[^/\s]+)/")
 
 
 class _Secrets:
@@ -111,13 +110,15 @@ class _Secrets:
         parts: list[_Part] = []
         rest = text
         while True:
-            found = [m for m in (_USERINFO.search(rest), _TOKEN.search(rest)) if m is not None]
+            found = [
+                m for m in (URL_USERINFO.search(rest), URL_TOKEN.search(rest)) if m is not None
+            ]
             if not found:
                 break
             match = min(found, key=lambda m: m.start())
             at = len(text) - len(rest) + match.start()
             url = text[text.rfind(" ", 0, at) + 1 :]  # the whole URL, for its description
-            if match.re is _USERINFO:
+            if match.re is URL_USERINFO:
                 var = self._var("AUTH", match["secret"], _where(url))
                 parts += [rest[: match.start()] + match["scheme"], var, "@"]
             else:
