@@ -1,10 +1,12 @@
-"""Core pipeline speed, as ratios against raw py-rattler (and `cema --version`) in the same run.
+"""Core pipeline speed, as ratios against a baseline measured in the same run, A and B alternating.
 
 Usage: python bench/bench_core.py [--shared PATH] [--repeat N]
 
 Needs the real conda-forge archives of ../shared/testdata/conda-forge (copied and indexed into a
-temporary folder). Targets (issue #2):
-  no-op `cema sync` of 20 locked envs   <= 2.0x `cema --version`
+temporary folder). Each row runs its two sides alternately ``--repeat`` times and prints
+min/median/max of each and the ratio of the medians. Targets:
+  `cema --version`                      <= 1.5x `python -c pass`
+  no-op `cema sync` of 20 locked envs   <= 2.5x `python -c pass`
   create from a warm package cache      <= 1.2x raw `rattler.install` of the same records
   lock of 20 envs                       <= 1.2x raw `rattler.solve` of the same specs
 """
@@ -29,14 +31,22 @@ PACKAGES = ["xz", "bzip2", "libzlib", "libffi", "ncurses", "libuuid", "tk", "lib
 OPENSSL = ["openssl=3.2.1", "openssl=3.3.1"]
 
 
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``repeat`` calls, in seconds."""
-    samples = []
+Stats = tuple[float, float, float]  # min, median, max in seconds
+
+
+def paired(a: Callable[[], object], b: Callable[[], object], repeat: int) -> tuple[Stats, Stats]:
+    """Time ``a`` and ``b`` alternately (a, b, a, b...): both see the same machine noise."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for fn, out in ((a, samples[0]), (b, samples[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    a_s, b_s = samples
+    return (
+        (min(a_s), statistics.median(a_s), max(a_s)),
+        (min(b_s), statistics.median(b_s), max(b_s)),
+    )
 
 
 def twenty_specs() -> list[list[str]]:
@@ -57,12 +67,12 @@ def main() -> int:
     import rattler
     from rattler.index import index_fs
 
-    from cema.apply import build_prefix, resolve_targets
-    from cema.engines.base import NullReporter
+    from cema.engines.builder import NullReporter
     from cema.engines.rattler import RattlerEngine, virtual_packages
+    from cema.model.spec import load_project
     from cema.project import Project
-    from cema.spec import load_project
     from cema.store import Store
+    from cema.sync import build_prefix, resolve_targets
 
     work = Path(tempfile.mkdtemp(prefix="cema-bench-"))
     try:
@@ -99,8 +109,7 @@ def main() -> int:
                 )
 
         raw_solve()  # warm both the same way
-        t_solve = timed(raw_solve, args.repeat)
-        t_lock = timed(cema_lock, args.repeat)
+        t_lock, t_solve = paired(cema_lock, raw_solve, args.repeat)
 
         # 2. create from a warm package cache vs raw rattler.install of the same records
         project = Project(load_project(project_dir), store=store)
@@ -133,13 +142,16 @@ def main() -> int:
 
         def cema_create() -> None:
             shutil.rmtree(store.prefix(item.address), ignore_errors=True)
-            build_prefix(store, item, engine=engine, reporter=NullReporter())
+            build_prefix(store, item, builder=engine, reporter=NullReporter())
 
-        t_raw_install = timed(raw_install, args.repeat)
-        t_create = timed(cema_create, args.repeat)
+        t_create, t_raw_install = paired(cema_create, raw_install, args.repeat)
 
-        # 3. no-op sync of 20 envs vs `cema --version` (whole processes, as a user runs them)
+        # 3. whole processes, as a user runs them, against the interpreter's own start-up
         cema = [sys.executable, "-m", "cema"]
+
+        def python_pass() -> None:
+            subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+
         subprocess.run([*cema, "--project", str(project_dir), "sync", "-q"], env=env, check=True)
 
         def version() -> None:
@@ -153,23 +165,26 @@ def main() -> int:
                 capture_output=True,
             )
 
-        t_version = timed(version, args.repeat)
-        t_noop = timed(noop_sync, args.repeat)
+        t_version, t_pass = paired(version, python_pass, args.repeat * 4)
+        t_noop, t_pass2 = paired(noop_sync, python_pass, args.repeat * 4)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     rows = [
-        ("no-op sync, 20 envs / cema --version", t_noop, t_version, 2.0),
+        ("cema --version / python -c pass", t_version, t_pass, 1.5),
+        ("no-op sync, 20 envs / python -c pass", t_noop, t_pass2, 2.5),
         ("create, warm cache / raw rattler.install", t_create, t_raw_install, 1.2),
         ("lock, 20 envs / raw rattler.solve", t_lock, t_solve, 1.2),
     ]
-    print(f"{'measure':44} {'cema':>9} {'baseline':>9} {'ratio':>6} {'target':>7}")
+
+    def ms(stats: Stats) -> str:
+        return "/".join(f"{x * 1000:.1f}" for x in stats)
+
+    print(f"{'measure':42} {'cema min/med/max ms':>22} {'baseline min/med/max ms':>24} ratio")
     for name, ours, base, target in rows:
-        ratio = ours / base
+        ratio = ours[1] / base[1]
         flag = "ok" if ratio <= target else "MISS"
-        print(
-            f"{name:44} {ours * 1000:8.1f}ms {base * 1000:8.1f}ms {ratio:6.2f} <={target:<5} {flag}"
-        )
+        print(f"{name:42} {ms(ours):>22} {ms(base):>24} {ratio:5.2f} <={target} {flag}")
     return 0
 
 

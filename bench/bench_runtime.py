@@ -82,9 +82,11 @@ def per_call(fn: Callable[[int], Any], calls: int, rounds: int = 5) -> float:
 
 
 def row(label: str, ours: float, base: float, unit: str, target: str) -> None:
-    print(f"{label:<44} {ours * 1e3 if unit == 'ms' else ours * 1e6:9.1f} {unit}"
-          f"  vs {base * 1e3 if unit == 'ms' else base * 1e6:9.1f} {unit}"
-          f"  ratio {ours / base:5.2f}  ({target})")
+    print(
+        f"{label:<44} {ours * 1e3 if unit == 'ms' else ours * 1e6:9.1f} {unit}"
+        f"  vs {base * 1e3 if unit == 'ms' else base * 1e6:9.1f} {unit}"
+        f"  ratio {ours / base:5.2f}  ({target})"
+    )
 
 
 # --- launch -------------------------------------------------------------------------------------
@@ -127,8 +129,9 @@ class RawEcho:
         address = str(folder / "echo.sock")
         key = secrets.token_bytes(32)
         with Listener(address, family="AF_UNIX", authkey=key) as listener:
-            self.proc = subprocess.Popen([python, "-c", ECHO_SERVER, address],
-                                         stdin=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                [python, "-c", ECHO_SERVER, address], stdin=subprocess.PIPE
+            )
             assert self.proc.stdin is not None
             self.proc.stdin.write(key.hex().encode() + b"\n")
             self.proc.stdin.flush()
@@ -145,8 +148,9 @@ class RawEcho:
         self.proc.wait()
 
 
-def interleaved(a: Callable[[int], Any], b: Callable[[int], Any], calls: int,
-                rounds: int = 20) -> tuple[float, float]:
+def interleaved(
+    a: Callable[[int], Any], b: Callable[[int], Any], calls: int, rounds: int = 20
+) -> tuple[float, float]:
     """Seconds per call of ``a`` and ``b``, best batch of each, batches alternating.
 
     Alternating keeps a noisy machine (shared cores, a VM) from favouring either side.
@@ -214,8 +218,12 @@ def peer_appose(python: Path, calls: int) -> float | str:
     except ImportError:
         return "appose is not importable here"
     # a plain environment over the worker venv: no building, its bin/ first on PATH
-    env = appose.custom().base(str(Path(python).parent.parent)).bin_paths(
-        str(Path(python).parent)).build()
+    env = (
+        appose.custom()
+        .base(str(Path(python).parent.parent))
+        .bin_paths(str(Path(python).parent))
+        .build()
+    )
     service = env.python()
 
     def call(i: int) -> Any:
@@ -282,12 +290,14 @@ def arrays(worker: Worker, plugin: Path, sizes_mb: list[int]) -> None:
         fresh_s = best_of(rounds, fresh)
         one_s = best_of(rounds, one_way)
         trip_s = best_of(rounds, round_trip)
-        print(f"{mb:>4} MB array: memcpy {copy_s * 1e3:6.1f} ms,"
-              f" fresh pages {fresh_s * 1e3:6.1f} ms;"
-              f" one way {one_s * 1e3:6.1f} ms = {copy_s / one_s:4.2f}x memcpy speed,"
-              f" {fresh_s / one_s:4.2f}x fresh; round trip {trip_s * 1e3:6.1f} ms ="
-              f" {2 * copy_s / trip_s:4.2f}x / {2 * fresh_s / trip_s:4.2f}x"
-              f" (target >= 0.5x from 80 MB); first transfer {cold_s * 1e3:6.1f} ms")
+        print(
+            f"{mb:>4} MB array: memcpy {copy_s * 1e3:6.1f} ms,"
+            f" fresh pages {fresh_s * 1e3:6.1f} ms;"
+            f" one way {one_s * 1e3:6.1f} ms = {copy_s / one_s:4.2f}x memcpy speed,"
+            f" {fresh_s / one_s:4.2f}x fresh; round trip {trip_s * 1e3:6.1f} ms ="
+            f" {2 * copy_s / trip_s:4.2f}x / {2 * fresh_s / trip_s:4.2f}x"
+            f" (target >= 0.5x from 80 MB); first transfer {cold_s * 1e3:6.1f} ms"
+        )
         del a
 
 
@@ -295,9 +305,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", type=Path, default=Path(sys.executable))
     parser.add_argument("--quick", action="store_true", help="fewer calls, no 800 MB array")
-    parser.add_argument("--pin", type=int, metavar="CPU",
-                        help="run everything (workers inherit it) on one CPU: steadier ratios on "
-                        "a noisy machine, where cross-core wake-ups vary from run to run")
+    parser.add_argument(
+        "--pin",
+        type=int,
+        metavar="CPU",
+        help="run everything (workers inherit it) on one CPU: steadier ratios on "
+        "a noisy machine, where cross-core wake-ups vary from run to run",
+    )
     args = parser.parse_args()
     if args.pin is not None:
         os.sched_setaffinity(0, {args.pin})
@@ -320,8 +334,11 @@ def main() -> None:
             tiny, raw = interleaved(proxy.echo, raw_server.call, calls)
             raw_server.close()
             row("tiny call echo(i) vs raw mp.connection echo", tiny, raw, "us", "target <= 1.3")
-            for name, peer in (("rpyc", peer_rpyc), ("execnet", peer_execnet),
-                               ("appose", peer_appose)):
+            for name, peer in (
+                ("rpyc", peer_rpyc),
+                ("execnet", peer_execnet),
+                ("appose", peer_appose),
+            ):
                 result = peer(python, calls)
                 if isinstance(result, str):
                     print(f"peer {name}: skipped: {result}")

@@ -1,33 +1,71 @@
 """Cema: declarative, locked, content-addressed conda and pip environments, and workers in them."""
 
+# Lazy: `import cema` costs next to nothing, and each name imports its module on first use
+# (PEP 562), so `cema --version` and `cema --help` load no engine, YAML or schema code.
+
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from cema.environment import Environment
-from cema.errors import (
-    CemaError,
-    CommandFailedError,
-    EngineError,
-    EngineUnavailableError,
-    EnvBusyError,
-    EnvError,
-    EnvNotFoundError,
-    LockError,
-    ProtocolError,
-    RemoteError,
-    SolveError,
-    SpecError,
-    StaleLockError,
-    WorkerCrashedError,
-    WorkerError,
-    WorkerStartError,
-    WorkerTimeoutError,
+from cema._version import __version__
+
+if TYPE_CHECKING:
+    from cema.environment import Environment
+    from cema.errors import (
+        CemaError,
+        CommandFailedError,
+        EngineError,
+        EngineUnavailableError,
+        EnvBusyError,
+        EnvError,
+        EnvNotFoundError,
+        LockError,
+        ProtocolError,
+        RemoteError,
+        SolveError,
+        SpecError,
+        StaleLockError,
+        WorkerCrashedError,
+        WorkerError,
+        WorkerStartError,
+        WorkerTimeoutError,
+    )
+    from cema.manager import EnvironmentManager
+    from cema.model.spec import EnvSpec, ProjectSpec, load_project
+    from cema.project import Project
+    from cema.store import Store
+
+_ERRORS = (
+    "CemaError",
+    "CommandFailedError",
+    "EngineError",
+    "EngineUnavailableError",
+    "EnvBusyError",
+    "EnvError",
+    "EnvNotFoundError",
+    "LockError",
+    "ProtocolError",
+    "RemoteError",
+    "SolveError",
+    "SpecError",
+    "StaleLockError",
+    "WorkerCrashedError",
+    "WorkerError",
+    "WorkerStartError",
+    "WorkerTimeoutError",
 )
-from cema.manager import EnvironmentManager
-from cema.project import Project
-from cema.spec import EnvSpec, ProjectSpec, load_project
-from cema.store import Store
+#: public name → the module that defines it
+_WHERE: dict[str, str] = {
+    **dict.fromkeys(_ERRORS, "cema.errors"),
+    "Environment": "cema.environment",
+    "EnvironmentManager": "cema.manager",
+    "EnvSpec": "cema.model.spec",
+    "ProjectSpec": "cema.model.spec",
+    "load_project": "cema.model.spec",
+    "Project": "cema.project",
+    "Store": "cema.store",
+}
 
 __all__ = [
     "CemaError",
@@ -56,3 +94,16 @@ __all__ = [
     "__version__",
     "load_project",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cema' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

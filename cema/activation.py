@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cema._fs import atomic_write
+
 log = logging.getLogger(__name__)
 
 #: Cached at build time: prefixes never change once published, so neither do their scripts.
@@ -128,7 +130,7 @@ def write_activation_cache(prefix: Path, kind: str) -> None:
             "HOME": os.environ.get("HOME", ""),
         }
         run_scripts(prefix, base)
-    (prefix / ACTIVATION_CACHE).write_text(json.dumps(found, sort_keys=True), encoding="utf-8")
+    atomic_write(prefix / ACTIVATION_CACHE, json.dumps(found, sort_keys=True))
 
 
 def activated_environ(

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from cema import __version__
+from cema._version import __version__
 from cema.errors import CemaError
 
 if TYPE_CHECKING:
-    from cema.plan import Plan
+    from cema.model.plan import Plan
     from cema.project import Project, SyncMode
 
 log = logging.getLogger("cema")
@@ -86,14 +86,15 @@ def _project(args: argparse.Namespace) -> Project:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Write a starting ``cema.yaml``."""
-    from cema.spec import SPEC_FILENAME, current_platform
+    from cema._fs import atomic_write
+    from cema.model.spec import SPEC_FILENAME, current_platform
 
     folder = Path(args.project or ".")
     target = folder if folder.suffix in (".yaml", ".yml") else folder / SPEC_FILENAME
     if target.exists():
         raise CemaError(f"{target} already exists.", hint="edit it, or remove it first.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(STARTER.format(platform=current_platform()), encoding="utf-8")
+    atomic_write(target, STARTER.format(platform=current_platform()))
     print(f"wrote {target}: add dependencies, then run `cema lock`.")
     return 0
 
@@ -116,7 +117,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def _print_plan(plan: Plan, project: Project) -> None:
-    from cema.plan import Create, Remove, Reuse, Update
+    from cema.model.plan import Create, Remove, Reuse, Update
 
     for action in plan.actions:
         match action:

@@ -7,7 +7,6 @@ import copy
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,13 +16,15 @@ import xxhash
 from distributed import Worker as DaskWorker
 from distributed import WorkerPlugin, get_worker
 
-from cema.apply import sync_lock
-from cema.engines import get_engine
+from cema._fs import atomic_write
+from cema.engines import get_builder
 from cema.environment import Environment
 from cema.errors import CemaError, EngineError, EnvNotFoundError
-from cema.lock import LOCK_FILENAME, Lockfile, read_lock, to_yaml
-from cema.spec import SPEC_FILENAME, current_platform, load_project
+from cema.model.lock import LOCK_FILENAME, Lockfile
+from cema.model.lockio import read_lock, to_yaml
+from cema.model.spec import SPEC_FILENAME, current_platform, load_project
 from cema.store import Store
+from cema.sync import sync_lock
 
 __all__ = ["CemaPlugin", "EnvFunction", "in_env"]
 
@@ -127,7 +128,7 @@ class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any with
         lock = read_lock(lock_path, cache_dir=store.root / "cache" / "locks")
         platform = current_platform()
         result = sync_lock(
-            store, lock, self.envs, platform=platform, engine=lambda: get_engine(self.engine)
+            store, lock, self.envs, platform=platform, builder=lambda: get_builder(self.engine)
         )
         for name in self.envs:
             self._synced[name] = Environment(
@@ -147,9 +148,7 @@ class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any with
         except OSError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{LOCK_FILENAME}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(self.lock_text, encoding="utf-8")
-        os.replace(tmp, path)  # workers sharing the store write the same text
+        atomic_write(path, self.lock_text)  # workers sharing the store write the same text
         return path
 
     # -- used by tasks ---------------------------------------------------------------------------
@@ -177,9 +176,7 @@ class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any with
             path = self._module_dir / digest / filename
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{filename}.{uuid.uuid4().hex[:8]}.tmp")
-                tmp.write_bytes(source)
-                os.replace(tmp, path)
+                atomic_write(path, source, durable=False)
             self._modules[digest] = str(path)
             return str(path)
 

@@ -14,17 +14,22 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from cema.activation import activated_environ
-from cema.engines.uv import venv_python
 from cema.errors import EnvError, SpecError, WorkerError
+from cema.model.spec import (
+    EnvSpec,
+    ProjectSpec,
+    check_env_name,
+    current_platform,
+    env_from_dict,
+    project_from_dict,
+)
 from cema.project import Project, SyncMode
-from cema.spec import EnvSpec, ProjectSpec, project_from_dict
-from cema.store import Store
+from cema.store import Store, venv_python
 
 if TYPE_CHECKING:
-    from cema.manager import EnvironmentManager
     from cema.runtime import ModuleProxy, Worker
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,19 @@ POPEN_DEFAULTS: Mapping[str, Any] = {
 }
 
 
+class Installer(Protocol):
+    """What grows an env made by the original API (``EnvironmentManager`` is one)."""
+
+    def install(
+        self,
+        name: str,
+        dependencies: Mapping[str, Any],
+        additional_install_commands: ActivateCommands | None = None,
+    ) -> Environment:
+        """Add ``dependencies`` to env ``name`` and sync it."""
+        ...
+
+
 class Environment:
     """A synced env (or the running interpreter, for the main env) that can run code."""
 
@@ -85,8 +103,9 @@ class Environment:
         self.project = project
         #: extra variables for every process of this env (the manager's proxies)
         self.extra_environ: dict[str, str] = {}
-        #: the ``EnvironmentManager`` that made it, if any (``install`` goes through it)
-        self.manager: EnvironmentManager | None = None
+        #: the ``EnvironmentManager`` that made it, if any (``install`` goes through it); seen
+        #: only through the ``Installer`` protocol: the core knows no manager
+        self.manager: Installer | None = None
         self._worker: Worker | None = None
         self._pin: Path | None = None
         self._lock = threading.Lock()
@@ -131,10 +150,11 @@ class Environment:
                     "a single environment's dict needs a name.",
                     hint="pass name=... to Environment.from_spec.",
                 )
-            from cema.manager import inline_project
-
-            store_obj = store if isinstance(store, Store) else Store(store)
-            project = inline_project(store_obj, name, spec_or_path)
+            # one env in code: a project of its own with no file, its lock kept in the store
+            platform = current_platform()
+            env = env_from_dict(check_env_name(name), spec_or_path, platforms=[platform])
+            spec = ProjectSpec(path=None, environments={name: env}, platforms=(platform,))
+            project = Project(spec, store=store)
         else:
             project = Project.load(spec_or_path, store=store)
         if name is None:

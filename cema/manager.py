@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
 import threading
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -16,22 +14,23 @@ from typing import Any
 
 import yaml
 
+from cema._fs import atomic_write, file_lock
 from cema.environment import ActivateCommands, Environment, camel_keywords
 from cema.errors import EnvNotFoundError, SpecError
-from cema.hashing import spec_hash
-from cema.project import Project
-from cema.spec import (
+from cema.model.spec import (
     DEFAULT_CHANNELS,
     Dependency,
     EnvSpec,
     ProjectSpec,
     check_env_name,
+    conda_name,
     current_platform,
     dump_project,
     env_from_dict,
     load_project,
     project_from_dict,
 )
+from cema.project import Project
 from cema.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,7 @@ def _package_name(spec: str, *, pip: bool) -> str:
         from packaging.utils import canonicalize_name
 
         return canonicalize_name(Requirement(spec).name)
-    name = re.split(r"[\s=<>!~\[]", spec.split("::", 1)[-1].strip(), maxsplit=1)[0]
-    return name.lower()
+    return conda_name(spec)
 
 
 def _merged(env: EnvSpec, extra: EnvSpec) -> EnvSpec:
@@ -150,20 +148,16 @@ class EnvironmentManager:
         text = dump_project(spec)
         project_from_dict(yaml.safe_load(text))  # never write a file that does not load
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.spec_path.with_name(f".cema.yaml.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.spec_path)
+        atomic_write(self.spec_path, text)
 
     @contextlib.contextmanager
     def _editing(self) -> Iterator[None]:
         """Hold the root's lock while its spec, lock and envs change (never nested)."""
-        import filelock
-
         with _ROOT_LOCKS_GUARD:
             local = _ROOT_LOCKS.setdefault(self.root, threading.Lock())
         with local:
             self.root.mkdir(parents=True, exist_ok=True)
-            with filelock.FileLock(str(self.root / ".cema.yaml.lock")):
+            with file_lock(self.root / ".cema.yaml.lock"):
                 yield
 
     @contextlib.contextmanager
@@ -197,9 +191,7 @@ class EnvironmentManager:
             if before is None:
                 self.spec_path.unlink(missing_ok=True)
             else:
-                tmp = self.spec_path.with_name(f".cema.yaml.{uuid.uuid4().hex}.tmp")
-                tmp.write_text(before, encoding="utf-8")
-                os.replace(tmp, self.spec_path)
+                atomic_write(self.spec_path, before)
             raise
 
     def _sync(self, name: str) -> Environment:
@@ -345,18 +337,6 @@ class EnvironmentManager:
     setProxies = set_proxies
 
 
-def inline_project(store: Store, name: str, dependencies: Dependencies) -> Project:
-    """A one-env project kept inside the store, for an env given as a dict in code."""
-    env = _spec_of(name, dependencies, None)
-    # keyed by content too: two callers with other dependencies for one name never collide
-    folder = store.root / "inline" / f"{check_env_name(name)}-{spec_hash(env)}"
-    manager = EnvironmentManager(folder, store=store)
-    with manager._editing():
-        if manager.project.spec.environments.get(name) != env:
-            manager._save(env)
-        return manager.project
-
-
 def main_env_satisfies(dependencies: Dependencies) -> bool:
     """True when the running interpreter already has what ``dependencies`` asks for.
 
@@ -368,7 +348,7 @@ def main_env_satisfies(dependencies: Dependencies) -> bool:
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import Version
 
-    from cema.engines.uv import version_request
+    from cema.model.spec import version_request
 
     platform = current_platform()
     python = dependencies.get("python")

@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING, Literal
 
 import xxhash
 
-from cema.apply import Resolved, SyncResult, plan_sync, resolve_targets, sync_lock
-from cema.engines import Engine, Reporter, get_engine
+from cema.engines import Builder, Reporter, Solver, default_solver, get_builder
 from cema.errors import LockError, SpecError
-from cema.lock import LOCK_FILENAME, Lockfile, check_fresh, read_lock, stale_envs, write_lock
-from cema.plan import Plan
+from cema.model.lock import LOCK_FILENAME, Lockfile, check_fresh, stale_envs
+from cema.model.lockio import read_lock, write_lock
+from cema.model.plan import Plan
+from cema.model.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
 from cema.resolve import lock_project
-from cema.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
 from cema.store import Store
+from cema.sync import Resolved, SyncResult, plan_sync, resolve_targets, sync_lock
 
 if TYPE_CHECKING:
-    from cema.render import Script, Shell
+    from cema.engines.micromamba.script import Script, Shell
 
 log = logging.getLogger(__name__)
 SyncMode = Literal["auto", "locked", "frozen"]
@@ -49,7 +50,8 @@ class Project:
         *,
         lock_path: Path | None = None,
         store: Store | Path | str | None = None,
-        engine: Engine | str | None = None,
+        engine: Builder | str | None = None,
+        solver: Solver | None = None,
     ) -> None:
         self.spec = spec
         if isinstance(store, Store):
@@ -67,7 +69,8 @@ class Project:
             lock_path = self.store.root / "inline" / f"spec-{key}" / LOCK_FILENAME
             lock_path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_path = (lock_path or spec.root / LOCK_FILENAME).resolve()
-        self._engine = engine
+        self._builder = engine
+        self._solver = solver
         self.platform = current_platform()
 
     @classmethod
@@ -76,7 +79,7 @@ class Project:
         path: Path | str | None = None,
         *,
         store: Store | Path | str | None = None,
-        engine: Engine | str | None = None,
+        engine: Builder | str | None = None,
     ) -> Project:
         """Find and read ``cema.yaml`` (``path``: a file or a folder; default: the cwd upwards)."""
         return cls(
@@ -84,11 +87,18 @@ class Project:
         )
 
     @property
-    def engine(self) -> Engine:
-        """The engine building this project's prefixes."""
-        if self._engine is None or isinstance(self._engine, str):
-            self._engine = get_engine(self._engine or self.spec.engine)
-        return self._engine
+    def builder(self) -> Builder:
+        """What builds this project's prefixes (``engine`` in cema.yaml, ``--engine``)."""
+        if self._builder is None or isinstance(self._builder, str):
+            self._builder = get_builder(self._builder or self.spec.engine)
+        return self._builder
+
+    @property
+    def solver(self) -> Solver:
+        """What resolves this project's specs (the embedded solver, whatever builds)."""
+        if self._solver is None:
+            self._solver = default_solver()
+        return self._solver
 
     def read_lock(self) -> Lockfile:
         """The project's lock (``LockError`` if there is none or it is corrupt)."""
@@ -126,7 +136,7 @@ class Project:
         """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
         previous = self._previous_lock(strict=False)
         lock = lock_project(
-            self.spec, engine=self.engine, previous=previous, names=names, upgrade=upgrade
+            self.spec, solver=self.solver, previous=previous, names=names, upgrade=upgrade
         )
         # envs no longer declared leave the lock
         lock = lock.with_envs(e for e in lock.envs.values() if e.name in self.spec.environments)
@@ -169,7 +179,7 @@ class Project:
         """The plan as a micromamba script for ``shell`` (``cema plan --script``)."""
         import time
 
-        from cema.render import render_script
+        from cema.engines.micromamba.script import render_script
 
         lock = self.check(names)
         resolved = self.targets(lock, names)
@@ -194,7 +204,7 @@ class Project:
             lock,
             selected,
             platform=self.platform,
-            engine=lambda: self.engine,
+            builder=lambda: self.builder,
             prune=prune,
             reporter=reporter,
         )

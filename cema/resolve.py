@@ -1,4 +1,4 @@
-"""Spec → lock: the conda layer through the engine's solver, the pip layer through uv."""
+"""Spec → lock: the conda layer through the ``Solver`` seam, the pip layer through uv."""
 
 from __future__ import annotations
 
@@ -10,27 +10,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cema.engines import uv
-from cema.engines.base import Engine
+from cema.engines.solver import Solver
 from cema.errors import CemaError, SolveError
-from cema.hashing import spec_hash
-from cema.lock import CondaRecord, LockedEnv, LockedPlatform, Lockfile, PipRecord
-from cema.spec import Dependency, EnvSpec, ProjectSpec, iter_envs
+from cema.model.hashing import spec_hash
+from cema.model.lock import CondaRecord, LockedEnv, LockedPlatform, Lockfile, PipRecord
+from cema.model.spec import Dependency, EnvSpec, ProjectSpec, iter_envs
+from cema.model.urls import channel_location, local_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PLAIN_VERSION = re.compile(r"^\d+(\.\d+)*$")
-
-
-def channel_location(channel: str, root: Path) -> str:
-    """A channel as the solver takes it: names and URLs as they are, paths made absolute."""
-    if channel.startswith("file://") or (
-        "://" not in channel
-        and (channel.startswith((".", "/", "~")) or re.match(r"^[A-Za-z]:[\\/]", channel))
-    ):
-        if channel.startswith("file://"):
-            return channel
-        return str((root / Path(channel).expanduser()).resolve())
-    return channel
 
 
 def conda_specs(env: EnvSpec, platform: str | None = None) -> list[str]:
@@ -91,7 +80,7 @@ def _lock_conda_platform(
     env: EnvSpec,
     platform: str,
     *,
-    engine: Engine,
+    solver: Solver,
     root: Path,
     locked: Sequence[CondaRecord],
     previous_pip: Sequence[PipRecord] = (),
@@ -104,9 +93,8 @@ def _lock_conda_platform(
         )
     )
     for channel in channels:
-        folder = Path(channel[len("file://") :] if channel.startswith("file://") else channel)
-        is_path = "://" not in channel.replace("file://", "", 1) and folder.is_absolute()
-        if is_path and not folder.is_dir():
+        folder = local_folder(channel)
+        if folder is not None and not folder.is_dir():
             raise SolveError(
                 f"the channel folder {folder} does not exist.",
                 hint="check `channels:` in cema.yaml (relative paths start from its folder).",
@@ -116,7 +104,7 @@ def _lock_conda_platform(
     python = conda_specs(replace(env, conda=()), platform)  # the `python:` constraint alone
 
     def solve(deps: list[Dependency]) -> list[CondaRecord]:
-        return engine.solve(
+        return solver.solve(
             specs=[d.spec for d in deps] + python,
             channels=channels,
             platform=platform,
@@ -126,7 +114,7 @@ def _lock_conda_platform(
     conda, omitted = _with_optional(solve, with_deps, where=where)
     by_name = {r.name: r for r in conda}
     for dep in (d for d in entries if not d.dependencies):
-        found = engine.find(
+        found = solver.find(
             spec=dep.spec,
             channels=channels,
             platform=platform,
@@ -223,7 +211,7 @@ def _lock_pip(
 
 
 def _lock_conda_env(
-    env: EnvSpec, *, engine: Engine, root: Path, previous: LockedEnv | None
+    env: EnvSpec, *, solver: Solver, root: Path, previous: LockedEnv | None
 ) -> LockedEnv:
     platforms = {}
     for platform in env.platforms:
@@ -236,7 +224,7 @@ def _lock_conda_env(
         platforms[platform] = _lock_conda_platform(
             env,
             platform,
-            engine=engine,
+            solver=solver,
             root=root,
             locked=locked,
             previous_pip=before.pip if before else (),
@@ -274,14 +262,14 @@ def _lock_venv_env(env: EnvSpec, previous: LockedEnv | None) -> LockedEnv:
 
 
 def lock_env(
-    env: EnvSpec, *, engine: Engine, root: Path, previous: LockedEnv | None = None
+    env: EnvSpec, *, solver: Solver, root: Path, previous: LockedEnv | None = None
 ) -> LockedEnv:
     """Resolve one env for every platform it lists."""
     log.info("resolving %s (%s) for %s", env.name, env.resolved_kind, ", ".join(env.platforms))
     try:
         if env.resolved_kind == "venv":
             return _lock_venv_env(env, previous)
-        return _lock_conda_env(env, engine=engine, root=root, previous=previous)
+        return _lock_conda_env(env, solver=solver, root=root, previous=previous)
     except CemaError as exc:
         if f"{env.name!r}" in exc.message:
             raise
@@ -293,7 +281,7 @@ def lock_env(
 def lock_project(
     project: ProjectSpec,
     *,
-    engine: Engine,
+    solver: Solver,
     previous: Lockfile | None = None,
     names: Sequence[str] = (),
     upgrade: Sequence[str] | bool = False,
@@ -321,6 +309,6 @@ def lock_project(
             out.append(old)
             continue
         out.append(
-            lock_env(env, engine=engine, root=project.root, previous=None if forced else old)
+            lock_env(env, solver=solver, root=project.root, previous=None if forced else old)
         )
     return previous.with_envs(out)

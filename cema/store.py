@@ -17,11 +17,11 @@ from typing import Any
 
 import xxhash
 
+from cema._fs import atomic_write, file_lock
 from cema._paths import default_home
-from cema.errors import EnvBusyError
+from cema.model.receipt import Receipt
 
 RECEIPT_NAME = ".cema-receipt.json"
-RECEIPT_VERSION = 1
 PREFIX_LOCK_TIMEOUT_S = 1800.0
 
 
@@ -37,62 +37,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def venv_python(prefix: Path) -> Path:
+    """The interpreter inside a venv or conda prefix."""
+    if sys.platform == "win32":
+        return prefix / ("Scripts" if (prefix / "pyvenv.cfg").exists() else "") / "python.exe"
+    return prefix / "bin" / "python"
+
+
 def default_store_root() -> Path:
     """``$CEMA_HOME``, else the user cache dir (``~/.cache/cema`` on Linux)."""
     return default_home()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Receipt:
-    """What built a prefix; written last, so its presence means the prefix is complete."""
-
-    address: str
-    kind: str
-    platform: str
-    conda: tuple[tuple[str, str], ...] = ()
-    pip: tuple[tuple[str, str], ...] = ()
-    python: str | None = None
-    engine: str = "rattler"
-    created: float = 0.0
-
-    def packages(self) -> dict[str, str]:
-        """Package name → version (conda and pip layers together)."""
-        return {**dict(self.conda), **dict(self.pip)}
-
-    def to_json(self) -> str:
-        """Serialise for the receipt file."""
-        return json.dumps(
-            {
-                "receipt": RECEIPT_VERSION,
-                "address": self.address,
-                "kind": self.kind,
-                "platform": self.platform,
-                "python": self.python,
-                "engine": self.engine,
-                "created": self.created,
-                "conda": [list(p) for p in self.conda],
-                "pip": [list(p) for p in self.pip],
-            },
-            indent=1,
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Receipt:
-        """Parse a receipt; raise ``ValueError`` (or ``KeyError``/``TypeError``) if corrupt."""
-        data = json.loads(text)
-        if data.get("receipt") != RECEIPT_VERSION:
-            raise ValueError("unknown receipt version")
-        return cls(
-            address=str(data["address"]),
-            kind=str(data["kind"]),
-            platform=str(data["platform"]),
-            python=data.get("python"),
-            engine=str(data.get("engine", "rattler")),
-            created=float(data.get("created", 0.0)),
-            conda=tuple((str(n), str(v)) for n, v in data["conda"]),
-            pip=tuple((str(n), str(v)) for n, v in data["pip"]),
-        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +84,11 @@ class Store:
         """The conda package cache shared by every prefix."""
         return self.root / "pkgs"
 
+    def builder_cache(self, builder: str) -> Path:
+        """The package cache of a builder: rattler's is ``pkgs``; micromamba keeps its own
+        layout under its root prefix ``micromamba`` (its ``pkgs`` inside)."""
+        return self.package_cache if builder == "rattler" else self.root / builder
+
     @property
     def envs_dir(self) -> Path:
         """Where published prefixes live, one per content address."""
@@ -156,11 +115,7 @@ class Store:
 
     def write_receipt(self, prefix: Path, receipt: Receipt) -> None:
         """Write the receipt atomically: the last step of building a prefix."""
-        tmp = prefix / f"{RECEIPT_NAME}.tmp"
-        tmp.write_text(receipt.to_json(), encoding="utf-8")
-        with open(tmp, "rb+") as fh:  # noqa: PTH123 - fsync needs a file descriptor
-            os.fsync(fh.fileno())
-        os.replace(tmp, prefix / RECEIPT_NAME)
+        atomic_write(prefix / RECEIPT_NAME, receipt.to_json())
 
     def inventory(self) -> dict[str, Receipt]:
         """Every ready prefix in the store, by address."""
@@ -179,22 +134,13 @@ class Store:
         self, address: str, *, timeout_s: float = PREFIX_LOCK_TIMEOUT_S
     ) -> Iterator[None]:
         """Hold the cross-process lock of one prefix."""
-        import filelock
-
-        path = self.root / "locks" / f"{address}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(path), timeout=timeout_s)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise EnvBusyError(
-                f"another process has been building {self.prefix(address)} for {timeout_s:.0f} s.",
-                hint="wait for it to finish, or stop it and run `cema sync` again.",
-            ) from None
-        try:
+        with file_lock(
+            self.root / "locks" / f"{address}.lock",
+            timeout_s=timeout_s,
+            busy=f"another process has been building {self.prefix(address)} for {timeout_s:.0f} s.",
+            hint="wait for it to finish, or stop it and run `cema sync` again.",
+        ):
             yield
-        finally:
-            lock.release()
 
     def discard(self, path: Path) -> None:
         """Move a half-built or removed prefix out of the way, then delete it (best effort)."""
@@ -244,9 +190,7 @@ class Store:
             "envs": dict(sorted(envs.items())),
             "pending": sorted(set(pending)),
         }
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data, indent=1))
 
     def update_registration(
         self,
@@ -262,11 +206,8 @@ class Store:
         Envs not in ``keep`` (no longer locked; None keeps all) are dropped; concurrent syncs
         of one project (``cema sync -e a`` beside ``-e b``) never lose each other's entries.
         """
-        import filelock
-
         path = self._registration_path(lock_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(path) + ".lock", timeout=PREFIX_LOCK_TIMEOUT_S):
+        with file_lock(path.with_name(path.name + ".lock"), timeout_s=PREFIX_LOCK_TIMEOUT_S):
             current = self.registration(lock_path)
             envs = {
                 k: v

@@ -181,7 +181,7 @@ def build_channel(channel: Path, packages: Iterable[Package]) -> Path:
 
 def host_platform() -> str:
     """This machine's conda platform (``linux-64``...), as Cema computes it."""
-    from cema.spec import current_platform
+    from cema.model.spec import current_platform
 
     return current_platform()
 

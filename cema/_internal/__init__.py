@@ -1,1 +1,1 @@
-"""Code that runs outside the host process: the executor server started in an env's python."""
+"""Internals; among them the worker wire protocol and the executor server run in an env's python."""

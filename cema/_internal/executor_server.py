@@ -1,27 +1,14 @@
 """The worker: a standard-library-only server that runs the host's calls in an env's python."""
 
 # This file runs under the env's interpreter (Python 3.8 to 3.13) with Cema not installed there:
-# standard library only, no syntax newer than 3.8, and it imports nothing from cema. The host
-# (cema/runtime/) mirrors the wire format below; tests/integration/test_runtime_wire.py checks
-# that the constants agree.
+# standard library only, no syntax newer than 3.8, and nothing from cema but protocol.py beside
+# it: the wire format (frames, shared memory, framing, the bootstrap line), shared with the host.
 #
-# Start-up, as driven by cema/runtime/launch.py:
-#   1. The host binds and listens on an AF_UNIX socket in a private 0700 directory, starts
-#      `python -u executor_server.py` with the listening socket inherited (pass_fds) and writes
-#      one line to our stdin: "<protocol> <authkey hex> <listening fd or -> <address>". The key
-#      never appears in argv, the environment or any log.
-#   2. We accept connections for our whole life; each one must pass the mutual HMAC challenge of
-#      multiprocessing.connection. A client without the key is refused and we keep serving. The
-#      first authenticated connection is the host; later ones are closed.
-#   3. We send HELLO (protocol version, pid, python) on it: that is the host's readiness signal.
-#   4. Our stdin stays open: EOF on it means the host is gone (or closing us), and we exit.
-#
-# After the handshake both sides frame messages themselves on the socket (an 8-byte length, then
-# the frame; see SocketChannel). A frame is
-#   HEADER (kind, request id, table length, note length) + note (utf-8) + table (pickled:
-#   (segment entries, names of the peer's segments we let go of)) + body (pickle protocol 5).
-# Out-of-band pickle buffers of SHM_THRESHOLD_BYTES or more travel in shared-memory segments;
-# cema/runtime/shm.py explains the pooling.
+# Start-up (cema/runtime/launch.py drives it): the host hands us a listening socket (pass_fds)
+# and writes the bootstrap line to our stdin. We accept connections for our whole life; each
+# must pass multiprocessing.connection's mutual HMAC challenge, a client without the key is
+# refused, the first authenticated one is the host (later ones are closed), and our HELLO on it
+# is the host's readiness signal. EOF on stdin means the host is gone (or closing us): we exit.
 #
 # Concurrency: leader/followers. One thread (the leader) reads the connection and runs each
 # request itself, so a tiny call pays no thread hand-off. A supervisor thread polls: when the
@@ -29,48 +16,15 @@
 # concurrently (each in its own thread) and a long call never blocks the others. Replies go out
 # under a lock.
 
-import collections
 import contextlib
+import importlib.util
 import os
 import pickle
 import socket
-import struct
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
-
-PROTOCOL_VERSION = 1
-HEADER = struct.Struct("<BQIH")
-
-HELLO = 1
-CALL = 2
-IMPORT = 3
-SHUTDOWN = 4
-RESULT = 5
-ERROR = 6
-UNPICKLABLE = 7
-
-PICKLE_PROTOCOL = 5
-#: out-of-band buffers at least this big go through shared memory; smaller ones stay in band
-SHM_THRESHOLD_BYTES = 1 << 20
-SHM_PREFIX = "cema_"
-#: a client that has not finished the challenge after this long is dropped
-AUTH_TIMEOUT_S = 10.0
-#: at most this many calls run at once; further requests wait for a free thread
-MAX_THREADS = 64
-#: a call running this long lets another thread read the next request (checked by polling)
-PROMOTE_AFTER_S = 0.005
-#: the polling period of an idle worker
-SUPERVISE_IDLE_S = 0.1
-#: idle threads beyond this many end, so a burst of concurrency does not leave threads behind
-MAX_IDLE_THREADS = 8
-
-_DEV_SHM = "/dev/shm"  # noqa: S108 - where Linux keeps POSIX shared memory
-POOLED = sys.platform.startswith("linux") and os.path.isdir(_DEV_SHM)
-SEGMENT_STEP_BYTES = 1 << 20
-POOL_KEEP_BYTES = 1 << 30
-POOL_KEEP_ALWAYS = 2
 
 
 def log(message):
@@ -82,317 +36,47 @@ def log(message):
         pass
 
 
-# --- shared memory (mirrors cema/runtime/shm.py, which explains the scheme) -----------------------
+if sys.version_info < (3, 8):  # checked before loading protocol.py, which 3.6 cannot even parse
+    log("Python %d.%d is too old: the worker needs 3.8 or newer" % sys.version_info[:2])
+    os._exit(2)
 
 
-def _path(name):
-    return os.path.join(_DEV_SHM, name)
-
-
-def _unlink(name):
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(_path(name))
-
-
-class Outbox:
-    """Segments we created to send buffers; reused once the host lets go of them."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._free = {}
-        self._busy = {}
-        self._closed = False
-
-    def put(self, buffer):
-        view = buffer.raw()
-        nbytes = view.nbytes
-        if not POOLED:
-            return _create_unpooled(view), nbytes, False
-        with self._lock:
-            fits = [(len(m), n) for n, m in self._free.items()
-                    if nbytes <= len(m) <= 2 * nbytes + SEGMENT_STEP_BYTES]
-            name = min(fits)[1] if fits else None
-            segment = self._free.pop(name) if name else None
-        if segment is None:
-            name, segment = _create_pooled(nbytes)
-        segment[:nbytes] = view
-        with self._lock:
-            if self._closed:
-                segment.close()
-                _unlink(name)
-                raise OSError("the worker is exiting")
-            self._busy[name] = segment
-        return name, nbytes, True
-
-    def release(self, names):
-        with self._lock:
-            for name in names:
-                segment = self._busy.pop(name, None)
-                if segment is not None:
-                    self._free[name] = segment
-            kept = sum(len(m) for m in self._free.values())
-            while kept > POOL_KEEP_BYTES and len(self._free) > POOL_KEEP_ALWAYS:
-                name = next(iter(self._free))
-                segment = self._free.pop(name)
-                kept -= len(segment)
-                segment.close()
-                _unlink(name)
-
-    def abandon(self, entries):
-        """A frame that will never be received: its segments are free again (or gone)."""
-        for name, _, pooled in entries:
-            if not pooled:
-                unlink_segment(name)
-        self.release(name for name, _, pooled in entries if pooled)
-
-    def close(self):
-        with self._lock:
-            self._closed = True
-            names = list(self._free) + list(self._busy)
-        for name in names:
-            _unlink(name)  # no munmap: we are about to exit, and a sender may still copy
-
-
-class Inbox:
-    """Segments received from the host, and the names to report back once they are let go."""
-
-    def __init__(self):
-        self.released = collections.deque()
-        self._seen = set()
-
-    def map(self, entry):
-        name, nbytes, pooled = entry
-        if not pooled:
-            return _receive_unpooled(name, nbytes)
-        import mmap
-        import weakref
-
-        self._seen.add(name)
-        fd = os.open(_path(name), os.O_RDWR)
-        try:
-            segment = mmap.mmap(fd, nbytes)
-        finally:
-            os.close(fd)
-        weakref.finalize(segment, self.released.append, name)
-        return memoryview(segment)
-
-    def drain(self):
-        names = []
-        while self.released:
-            names.append(self.released.popleft())
-        return tuple(names)
-
-    def unlink_seen(self):
-        for name in list(self._seen):
-            _unlink(name)
-
-
-def _create_pooled(nbytes):
-    import mmap
-
-    size = -(-max(nbytes, 1) // SEGMENT_STEP_BYTES) * SEGMENT_STEP_BYTES
-    name = SHM_PREFIX + os.urandom(8).hex()
-    fd = os.open(_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+def load_file(name, path):
+    """Import the file at `path` as the module `name` (the one already loaded, if any)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load %s as a Python module" % path, path=path)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
     try:
-        # allocate now: a full /dev/shm then fails here (ENOSPC), not with SIGBUS on first write
-        os.posix_fallocate(fd, 0, size)
-        return name, mmap.mmap(fd, size)
+        spec.loader.exec_module(loaded)
     except BaseException:
-        _unlink(name)
+        del sys.modules[name]
         raise
-    finally:
-        os.close(fd)
+    return loaded
 
 
-def _open_segment(name, create, size=0):
-    from multiprocessing import shared_memory
+# by path, under a private name: our folder never goes on sys.path (main() even drops it from
+# there), so a user's module named `protocol` is not shadowed
+_HERE = os.path.dirname(os.path.abspath(__file__))
+protocol = load_file("_cema_protocol", os.path.join(_HERE, "protocol.py"))
 
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, create=create, size=size, track=False)
-    segment = shared_memory.SharedMemory(name=name, create=create, size=size)
-    if os.name == "posix":  # keep the resource tracker out: we unlink exactly once ourselves
-        from multiprocessing import resource_tracker
-
-        resource_tracker.unregister(segment._name, "shared_memory")
-    return segment
-
-
-def _unlink_open(segment):
-    if sys.version_info < (3, 13) and os.name == "posix":
-        # unlink() unregisters; register again first so the tracker's books stay balanced
-        from multiprocessing import resource_tracker
-
-        resource_tracker.register(segment._name, "shared_memory")
-    segment.unlink()
+#: a client that has not finished the challenge after this long is dropped
+AUTH_TIMEOUT_S = 10.0
+#: at most this many calls run at once; further requests wait for a free thread
+MAX_THREADS = 64
+#: a call running this long lets another thread read the next request (checked by polling)
+PROMOTE_AFTER_S = 0.005
+#: the polling period of an idle worker
+SUPERVISE_IDLE_S = 0.1
+#: idle threads beyond this many end, so a burst of concurrency does not leave threads behind
+MAX_IDLE_THREADS = 8
 
 
-def _create_unpooled(view):
-    name = SHM_PREFIX + os.urandom(8).hex()
-    segment = _open_segment(name, True, max(view.nbytes, 1))
-    try:
-        segment.buf[: view.nbytes] = view
-    except BaseException:
-        segment.close()
-        unlink_segment(name)
-        raise
-    segment.close()
-    return name
-
-
-def _receive_unpooled(name, nbytes):
-    segment = _open_segment(name, False)
-    try:
-        return memoryview(bytearray(segment.buf[:nbytes]))
-    finally:
-        segment.close()
-        _unlink_open(segment)
-
-
-def unlink_segment(name):
-    """Remove a segment; one that is already gone is fine."""
-    if POOLED:
-        _unlink(name)
-        return
-    try:
-        segment = _open_segment(name, False)
-    except OSError:
-        return
-    segment.close()
-    _unlink_open(segment)
-
-
-OUTBOX = Outbox()
-INBOX = Inbox()
-
-
-# --- frames ---------------------------------------------------------------------------------------
-
-
-def encode(kind, request_id, obj, note=""):
-    """Pickle `obj` into one frame; returns (frame, segment entries) and cleans up on failure."""
-    buffers = []
-
-    def keep_large_out_of_band(buffer):
-        view = memoryview(buffer)
-        if view.nbytes < SHM_THRESHOLD_BYTES or not view.contiguous:
-            return True
-        buffers.append(buffer)
-        return False
-
-    body = pickle.dumps(obj, PICKLE_PROTOCOL, buffer_callback=keep_large_out_of_band)
-    if not buffers and not note and not INBOX.released:  # the common case, kept short
-        return HEADER.pack(kind, request_id, 0, 0) + body, ()
-    entries = []
-    try:
-        for buffer in buffers:
-            entries.append(OUTBOX.put(buffer))
-    except OSError as exc:  # shared memory is full or missing: send the buffers in band
-        OUTBOX.abandon(entries)
-        log("shared memory unavailable (%s); sending %d bytes in band" % (
-            exc, sum(memoryview(b).nbytes for b in buffers)))
-        entries = []
-        body = pickle.dumps(obj, PICKLE_PROTOCOL)
-    except BaseException:
-        OUTBOX.abandon(entries)
-        raise
-    table = pickle.dumps((tuple(entries), INBOX.drain()), PICKLE_PROTOCOL)
-    note_bytes = note.encode("utf-8", "replace")[:0xFFFF]
-    header = HEADER.pack(kind, request_id, len(table), len(note_bytes))
-    return b"".join((header, note_bytes, table, body)), tuple(entries)
-
-
-def decode_frame(frame):
-    """Split a frame and map its segments: (kind, request id, note, body view, buffers)."""
-    kind, request_id, table_len, note_len = HEADER.unpack_from(frame)
-    if not table_len and not note_len:  # the common case, kept short
-        return kind, request_id, "", memoryview(frame)[HEADER.size :], ()
-    view = memoryview(frame)
-    start = HEADER.size
-    note = bytes(view[start : start + note_len]).decode("utf-8", "replace")
-    start += note_len
-    buffers = []
-    if table_len:
-        entries, released = pickle.loads(view[start : start + table_len])  # noqa: S301
-        OUTBOX.release(released)
-        for entry in entries:
-            buffers.append(INBOX.map(entry))
-        start += table_len
-    return kind, request_id, note, view[start:], buffers
-
-
-# --- framing after the handshake (mirrors cema/runtime/channel.py, which explains it) ----------
-
-LENGTH = struct.Struct("!Q")
-BUFFER_BYTES = 1 << 16
-COALESCE_BYTES = 1 << 16
-
-
-class SocketChannel:
-    """Length-prefixed frames on the authenticated socket; one reader and one sender at a time."""
-
-    def __init__(self, sock):
-        self._sock = sock
-        self._buf = bytearray(BUFFER_BYTES)
-        self._view = memoryview(self._buf)
-        self._start = 0
-        self._end = 0
-
-    def send(self, frame):
-        header = LENGTH.pack(len(frame))
-        if len(frame) <= COALESCE_BYTES:
-            self._sock.sendall(header + frame)
-        else:
-            self._sock.sendall(header)
-            self._sock.sendall(frame)
-
-    def recv(self):
-        while True:
-            avail = self._end - self._start
-            if avail >= LENGTH.size:
-                size = LENGTH.unpack_from(self._buf, self._start)[0]
-                begin = self._start + LENGTH.size
-                if avail - LENGTH.size >= size:
-                    frame = bytes(self._view[begin : begin + size])
-                    self._start = begin + size
-                    if self._start == self._end:
-                        self._start = self._end = 0
-                    return frame
-                if size > len(self._buf) - LENGTH.size:
-                    return self._recv_large(begin, size)
-            if self._end == len(self._buf):
-                self._buf[:avail] = self._buf[self._start : self._end]
-                self._start, self._end = 0, avail
-            got = self._sock.recv_into(self._view[self._end :])
-            if not got:
-                raise EOFError("the host closed the connection")
-            self._end += got
-
-    def _recv_large(self, begin, size):
-        frame = bytearray(size)
-        have = self._end - begin
-        frame[:have] = self._view[begin : self._end]
-        self._start = self._end = 0
-        view = memoryview(frame)
-        while have < size:
-            got = self._sock.recv_into(view[have:])
-            if not got:
-                raise EOFError("the host closed the connection")
-            have += got
-        return frame
-
-
-class PipeChannel:  # pragma: no cover - Windows named pipes keep Connection's framing
-    def __init__(self, conn):
-        self._conn = conn
-
-    def send(self, frame):
-        self._conn.send_bytes(frame)
-
-    def recv(self):
-        return self._conn.recv_bytes()
-
-
-# --- running requests --------------------------------------------------------------------------
+OUTBOX = protocol.Outbox(log)
+INBOX = protocol.Inbox()
 
 
 def _is_path(module):
@@ -434,17 +118,11 @@ class Modules:
         with self._lock:
             found = self._modules.get(module)
             if found is None:
-                found = self._load_path(module) if _is_path(module) else self._load_name(module)
-                self._modules[module] = found
+                load = self._load_path if _is_path(module) else importlib.import_module
+                found = self._modules[module] = load(module)
             return found
 
-    def _load_name(self, module):
-        import importlib
-
-        return importlib.import_module(module)
-
     def _load_path(self, module):
-        import importlib.util
         import zlib
 
         path = os.path.realpath(module)
@@ -453,21 +131,9 @@ class Modules:
         # a private name per file: two plugins' main.py never share a module object, and
         # objects of plugin classes do not pretend to be importable in the host
         name = "_cema_%08x_%s" % (zlib.crc32(path.encode("utf-8", "surrogateescape")), stem)
-        if name in sys.modules:
-            return sys.modules[name]
-        if folder not in sys.path:
+        if name not in sys.modules and folder not in sys.path:
             sys.path.insert(0, folder)  # the plugin imports its sibling modules
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError("cannot load %s as a Python module" % path, path=path)
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[name] = loaded
-        try:
-            spec.loader.exec_module(loaded)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        return loaded
+        return load_file(name, path)
 
     def functions(self, module):
         loaded = self.get(module)
@@ -501,12 +167,16 @@ class Server:
         self.threads = 0
 
     def start(self):
-        self.send(HELLO, 0, {
-            "protocol": PROTOCOL_VERSION,
-            "pid": os.getpid(),
-            "python": "%d.%d.%d" % sys.version_info[:3],
-            "executable": sys.executable,
-        })
+        self.send(
+            protocol.HELLO,
+            0,
+            {
+                "protocol": protocol.PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "python": "%d.%d.%d" % sys.version_info[:3],
+                "executable": sys.executable,
+            },
+        )
         with self.state_lock:
             self.threads += 1
         self._start_thread(self._loop, "cema-worker")
@@ -514,9 +184,7 @@ class Server:
 
     @staticmethod
     def _start_thread(target, name):
-        thread = threading.Thread(target=target, name=name)
-        thread.daemon = True
-        thread.start()
+        threading.Thread(target=target, name=name, daemon=True).start()
 
     def _loop(self):
         token = object()
@@ -580,7 +248,9 @@ class Server:
             period = PROMOTE_AFTER_S if active else min(period * 2, SUPERVISE_IDLE_S)
 
     def send(self, kind, request_id, obj, note=""):
-        frame, entries = encode(kind, request_id, obj, note)
+        self._send(*protocol.encode(kind, request_id, obj, note, outbox=OUTBOX, inbox=INBOX))
+
+    def _send(self, frame, entries):
         try:
             with self.send_lock:
                 self.channel.send(frame)
@@ -589,13 +259,9 @@ class Server:
             exit_now(0)  # the host is gone
 
     def handle(self, frame):
-        kind, request_id, table_len, note_len = HEADER.unpack_from(frame)
         try:
-            if table_len or note_len:
-                body, buffers = decode_frame(frame)[3:]
-            else:  # the common case, kept short
-                body, buffers = memoryview(frame)[HEADER.size :], ()
-            if kind == CALL:
+            kind, request_id, _, body, buffers = protocol.decode(frame, inbox=INBOX, outbox=OUTBOX)
+            if kind == protocol.CALL:
                 module, function, args, kwargs = pickle.loads(body, buffers=buffers)  # noqa: S301
                 del body, buffers
                 result = getattr(self.modules.get(module), function)(*args, **kwargs)
@@ -605,15 +271,16 @@ class Server:
                     import asyncio
 
                     result = asyncio.run(result)
-            elif kind == IMPORT:
+            elif kind == protocol.IMPORT:
                 result = self.modules.functions(pickle.loads(body))  # noqa: S301
-            elif kind == SHUTDOWN:
-                self.send(RESULT, request_id, None)
+            elif kind == protocol.SHUTDOWN:
+                self.send(protocol.RESULT, request_id, None)
                 exit_now(0)
             else:
                 raise ValueError("unknown request kind %r" % kind)
         except BaseException as exc:
-            self.send_error(request_id, exc)
+            # the request id comes first, before anything that can fail: that caller hears of it
+            self.send_error(protocol.HEADER.unpack_from(frame)[1], exc)
             return
         self.send_result(request_id, result)
 
@@ -621,21 +288,18 @@ class Server:
         # the type's name helps the host explain a result it cannot unpickle; builtins it can
         note = "" if type(result).__module__ == "builtins" else _type_name(result)
         try:
-            frame, entries = encode(RESULT, request_id, result, note)
+            encoded = protocol.encode(
+                protocol.RESULT, request_id, result, note, outbox=OUTBOX, inbox=INBOX
+            )
         except BaseException as exc:
             message = "%s: %s" % (type(exc).__name__, exc)
-            self.send(UNPICKLABLE, request_id, message, _type_name(result))
+            self.send(protocol.UNPICKLABLE, request_id, message, _type_name(result))
             return
-        try:
-            with self.send_lock:
-                self.channel.send(frame)
-        except (OSError, ValueError):
-            OUTBOX.abandon(entries)
-            exit_now(0)
+        self._send(*encoded)
 
     def send_error(self, request_id, exc):
         try:
-            pickled = pickle.dumps(exc, PICKLE_PROTOCOL)
+            pickled = pickle.dumps(exc, protocol.PICKLE_PROTOCOL)
         except BaseException:
             pickled = None
         try:
@@ -643,7 +307,7 @@ class Server:
         except BaseException:
             message = "<unprintable %s>" % type(exc).__name__
         info = (_type_name(exc), message, _format_traceback(exc), pickled)
-        self.send(ERROR, request_id, info)
+        self.send(protocol.ERROR, request_id, info)
 
 
 def exit_now(code):
@@ -652,15 +316,12 @@ def exit_now(code):
     Our segments go with us; so do the host's we saw, in case the host is dead (a live host
     unlinks its own anyway, and our mappings of them end with us).
     """
-    OUTBOX.close()
+    OUTBOX.close(unmap=False)  # no munmap: we are about to exit, and a sender may still copy
     INBOX.unlink_seen()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # the pipe may be gone already
             stream.flush()
     os._exit(code)
-
-
-# --- start-up ---------------------------------------------------------------------------------
 
 
 def read_bootstrap():
@@ -671,15 +332,15 @@ def read_bootstrap():
         if not chunk:
             exit_now(2)  # the host died before telling us anything
         data += chunk
-    version, key_hex, fd, address = data.decode("ascii").rstrip("\n").split(" ", 3)
-    if int(version) != PROTOCOL_VERSION:
-        log("protocol %s requested, this server speaks %d" % (version, PROTOCOL_VERSION))
+    version, authkey, fd, address = protocol.parse_bootstrap(data)
+    if version != protocol.PROTOCOL_VERSION:
+        log("protocol %s requested, this server speaks %d" % (version, protocol.PROTOCOL_VERSION))
         exit_now(2)
     watch_fd = os.dup(0)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code reading stdin gets EOF, not our control pipe
     os.close(devnull)
-    return bytes.fromhex(key_hex), (None if fd == "-" else int(fd)), address, watch_fd
+    return authkey, fd, address, watch_fd
 
 
 def watch_host(fd):
@@ -712,9 +373,10 @@ class Acceptor:
             threading.Thread(target=self._authenticate, args=(sock,), daemon=True).start()
 
     def _authenticate(self, sock):
+        channel = protocol.SocketChannel(sock)
         conn = Connection(os.dup(sock.fileno()))
         # shutting the socket down wakes a read blocked on a silent client
-        timer = threading.Timer(AUTH_TIMEOUT_S, _shutdown, args=(sock,))
+        timer = threading.Timer(AUTH_TIMEOUT_S, channel.shutdown)
         timer.daemon = True
         timer.start()
         try:
@@ -723,12 +385,12 @@ class Acceptor:
         except Exception as exc:
             log("refused a connection that failed authentication (%s)" % type(exc).__name__)
             conn.close()
-            sock.close()
+            channel.close()
             return
         finally:
             timer.cancel()
         conn.close()  # it was a dup for the handshake; frames go straight over the socket
-        self._serve(SocketChannel(sock), sock.close)
+        self._serve(channel, channel.close)
 
     def _serve(self, channel, close):
         with self.lock:
@@ -750,23 +412,14 @@ class Acceptor:
             except Exception as exc:
                 log("refused a connection that failed authentication (%s)" % type(exc).__name__)
                 continue
-            self._serve(PipeChannel(conn), conn.close)
-
-
-def _shutdown(sock):
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+            self._serve(protocol.PipeChannel(conn), conn.close)
 
 
 def main():
-    if sys.version_info < (3, 8):
-        log("Python %d.%d is too old: the worker needs 3.8 or newer" % sys.version_info[:2])
-        exit_now(2)
     import faulthandler
 
     faulthandler.enable()  # a segfault leaves a Python traceback in the host's crash message
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     authkey, fd, address, watch_fd = read_bootstrap()
     watcher = threading.Thread(target=watch_host, args=(watch_fd,), name="cema-host-watch")
     watcher.daemon = True

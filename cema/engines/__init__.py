@@ -1,15 +1,16 @@
-"""Engines build prefixes: the ``Engine`` protocol and how to pick one by name."""
+"""Engines: the solver and builder seams, and how to pick a builder by name."""
 
 from __future__ import annotations
 
-from cema.engines.base import Engine, NullReporter, Reporter
+from cema.engines.builder import Builder, BuildStep, NullReporter, Reporter
+from cema.engines.solver import Solver, default_solver
 from cema.errors import EngineUnavailableError
 
 ENGINES = ("rattler", "micromamba")
 
 
-def get_engine(name: str = "rattler") -> Engine:
-    """The engine called ``name`` (``rattler``, the embedded default, or ``micromamba``)."""
+def get_builder(name: str = "rattler") -> Builder:
+    """The builder called ``name`` (``rattler``, the embedded default, or ``micromamba``)."""
     if name == "rattler":
         from cema.engines.rattler import RattlerEngine
 
@@ -24,4 +25,13 @@ def get_engine(name: str = "rattler") -> Engine:
     )
 
 
-__all__ = ["ENGINES", "Engine", "NullReporter", "Reporter", "get_engine"]
+__all__ = [
+    "ENGINES",
+    "BuildStep",
+    "Builder",
+    "NullReporter",
+    "Reporter",
+    "Solver",
+    "default_solver",
+    "get_builder",
+]

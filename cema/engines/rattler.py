@@ -13,13 +13,33 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import rattler
+import rattler.exceptions as rattler_errors
 
-from cema.engines.base import Reporter
+from cema.engines.builder import BuildStep, Reporter
 from cema.errors import EngineError, SolveError
-from cema.lock import CondaRecord, file_url_path
+from cema.model.lock import CondaRecord
+from cema.model.urls import file_url_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: what py-rattler raises for a spec it cannot parse
+_SPEC_ERRORS = (
+    rattler_errors.InvalidMatchSpecError,
+    rattler_errors.InvalidPackageNameError,
+    rattler_errors.InvalidVersionError,
+    rattler_errors.InvalidVersionSpecError,
+    rattler_errors.InvalidChannelError,
+    rattler_errors.ParseSubdirError,
+)
+#: what py-rattler raises when a channel cannot be read (path, network, repodata)
+_CHANNEL_ERRORS = (
+    rattler_errors.GatewayError,
+    rattler_errors.FetchRepoDataError,
+    rattler_errors.IoError,
+    rattler_errors.InvalidUrlError,
+    rattler_errors.CacheDirError,
+)
 
 #: Virtual packages assumed when locking for a platform other than this machine's (as pixi does).
 DEFAULT_GLIBC = "2.28"
@@ -172,7 +192,7 @@ def prefix_satisfies(prefix: Path, specs: Sequence[str]) -> bool:
     for spec in specs:
         try:
             match = rattler.MatchSpec(spec)
-        except Exception:
+        except _SPEC_ERRORS:
             return False
         if not any(match.matches(r) for r in records):
             return False
@@ -180,7 +200,7 @@ def prefix_satisfies(prefix: Path, specs: Sequence[str]) -> bool:
 
 
 class RattlerEngine:
-    """Solve with ``rattler.solve`` and build prefixes with ``rattler.install``."""
+    """The embedded engine: ``Solver`` by ``rattler.solve``, ``Builder`` by ``rattler.install``."""
 
     name = "rattler"
 
@@ -214,7 +234,7 @@ class RattlerEngine:
         """Resolve ``specs`` for ``platform`` (plus ``noarch``) from ``channels``."""
         try:
             match_specs = [rattler.MatchSpec(s) for s in specs]
-        except Exception as exc:
+        except _SPEC_ERRORS as exc:
             raise SolveError(f"{exc}.", hint="check the conda specs in cema.yaml.") from None
         if self._gateway is None:
             self._gateway = rattler.Gateway()
@@ -233,17 +253,17 @@ class RattlerEngine:
                 ),
                 self._loop,
             )
-        except Exception as exc:
-            kind = type(exc).__name__
-            text = str(exc).strip()
-            if "Gateway" in kind or "FetchRepoData" in kind or "IoError" in kind:
-                raise SolveError(
-                    f"cannot read the channels {', '.join(channels)} for {platform}: {text}",
-                    hint="check the channel names or paths, and the network (offline: use a local"
-                    " channel, or `cema sync --frozen` with a warm package cache).",
-                ) from None
+        except _CHANNEL_ERRORS as exc:
             raise SolveError(
-                f"the specs {', '.join(specs)} cannot be resolved for {platform}:\n{text}",
+                f"cannot read the channels {', '.join(channels)} for {platform}:"
+                f" {str(exc).strip()}",
+                hint="check the channel names or paths, and the network (offline: use a local"
+                " channel, or `cema sync --frozen` with a warm package cache).",
+            ) from None
+        except rattler_errors.SolverError as exc:
+            raise SolveError(
+                f"the specs {', '.join(specs)} cannot be resolved for {platform}:\n"
+                f"{str(exc).strip()}",
                 hint="loosen or fix the version constraints in cema.yaml.",
             ) from None
         return sorted((_to_record(r) for r in solved), key=lambda r: r.name)
@@ -260,7 +280,7 @@ class RattlerEngine:
         else the highest in the first channel that has one (strict channel priority)."""
         try:
             match = rattler.MatchSpec(spec)
-        except Exception as exc:
+        except _SPEC_ERRORS as exc:
             raise SolveError(f"{exc}.", hint="check the conda specs in cema.yaml.") from None
         for rec in locked:
             if match.matches(_from_record(rec)):
@@ -279,7 +299,7 @@ class RattlerEngine:
                     ),
                     self._loop,
                 )
-            except Exception as exc:
+            except _CHANNEL_ERRORS as exc:
                 raise SolveError(
                     f"cannot read the channel {channel} for {platform}: {exc}",
                     hint="check the channel names or paths, and the network.",
@@ -289,20 +309,12 @@ class RattlerEngine:
                 return _to_record(max(candidates, key=lambda r: (r.version, r.build_number)))
         return None
 
-    def install(
-        self,
-        *,
-        records: Sequence[CondaRecord],
-        staging: Path,
-        final: Path,
-        package_cache: Path,
-        platform: str,
-        reporter: Reporter,
-    ) -> None:
+    def build(self, *, step: BuildStep, reporter: Reporter) -> None:
         """Install into ``staging`` with ``final`` patched into every file (rename to publish)."""
+        records = step.records
         for rec in records:
             # rattler checks the hashes of what it downloads, not of local files it reads
-            if rec.url.startswith("file://") and not _in_package_cache(package_cache, rec):
+            if rec.url.startswith("file://") and not _in_package_cache(step.package_cache, rec):
                 _verify_local_archive(rec)
         repodata_records = [_from_record(r) for r in records]
         reporter.start(total=len(records), label=f"installing {len(records)} packages")
@@ -310,17 +322,25 @@ class RattlerEngine:
             _run(
                 rattler.install(
                     repodata_records,
-                    target_prefix=staging,
-                    alternative_target_prefix=final,
-                    cache_dir=package_cache,
-                    platform=rattler.Subdir(platform),
+                    target_prefix=step.staging,
+                    alternative_target_prefix=step.final,
+                    cache_dir=step.package_cache,
+                    platform=rattler.Subdir(step.platform),
                     show_progress=False,
                     execute_link_scripts=False,
                 )
             )
-        except Exception as exc:
+        except (
+            rattler_errors.InstallerError,
+            rattler_errors.TransactionError,
+            rattler_errors.LinkError,
+            rattler_errors.ExtractError,
+            rattler_errors.IoError,
+            rattler_errors.FetchRepoDataError,
+            rattler_errors.CacheDirError,
+        ) as exc:
             raise EngineError(
-                f"installing into {final} failed: {str(exc).strip()}",
+                f"installing into {step.final} failed: {str(exc).strip()}",
                 hint="run `cema sync` again; if it fails the same way, the locked records cannot"
                 " be installed as they are (a changed channel: `cema lock --upgrade`; a"
                 " `dependencies: false` entry may lack what it needs).",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -14,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from cema import _proc
-from cema.errors import CemaError, CommandFailedError, EngineUnavailableError, SolveError, SpecError
-from cema.lock import PipRecord
+from cema.errors import CemaError, CommandFailedError, EngineUnavailableError, SolveError
+from cema.model.lock import PipRecord
+from cema.model.spec import version_request
+from cema.store import venv_python
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +39,6 @@ _UV_PLATFORMS = {
     "win-64": "x86_64-pc-windows-msvc",
     "win-arm64": "aarch64-pc-windows-msvc",
 }
-_PLAIN_VERSION = re.compile(r"^=?=?\s*(\d+(?:\.\d+)*)(\.\*)?$")
 
 
 def uv_bin() -> Path:
@@ -57,13 +56,6 @@ def uv_bin() -> Path:
     )
 
 
-def venv_python(prefix: Path) -> Path:
-    """The interpreter inside a venv or conda prefix."""
-    if sys.platform == "win32":
-        return prefix / ("Scripts" if (prefix / "pyvenv.cfg").exists() else "") / "python.exe"
-    return prefix / "bin" / "python"
-
-
 # --- interpreters ---------------------------------------------------------------------------
 
 
@@ -78,24 +70,6 @@ class Interpreter:
     def identity(self) -> str:
         """What a venv built from it depends on: its version and real location."""
         return f"cpython-{self.version}@{self.path}"
-
-
-def version_request(request: str | None) -> SpecifierSet:
-    """``"3.11"`` → ``==3.11.*``; ``">=3.10,<3.13"`` as written; None → any."""
-    if not request:
-        return SpecifierSet()
-    match = _PLAIN_VERSION.match(request.strip())
-    if match:
-        version = match.group(1)
-        return SpecifierSet(f"=={version}" if version.count(".") >= 2 else f"=={version}.*")
-    try:
-        return SpecifierSet(request.replace(" ", ""))
-    except InvalidSpecifier:
-        raise SpecError(
-            f"{request!r} is not a Python version constraint",
-            key="python",
-            hint='write a version like "3.11" or a range like ">=3.10,<3.13".',
-        ) from None
 
 
 def _pyenv_candidates() -> list[Interpreter]:

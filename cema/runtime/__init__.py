@@ -1,4 +1,4 @@
-"""The host side of workers: process lifecycle, connection, proxies, shared memory."""
+"""The host side of workers: launch, live session, proxies (the wire: cema._internal.protocol)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Starting the executor server: private socket, key over stdin, authenticated handshake."""
+"""Starting the executor server: private socket, key over stdin, handshake, then the channel."""
 
 # The host binds and listens on a socket in a fresh 0700 directory *before* starting the worker
 # and hands the listening socket down (pass_fds), so the host can connect at once while the
@@ -23,11 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from cema import _proc
+from cema._internal import protocol
 from cema.errors import ProtocolError, WorkerStartError
-from cema.runtime import process, shm, wire
-from cema.runtime.channel import Channel, channel_for
+from cema.runtime import process
 
 #: the server file, run by path: Cema is not installed in the env
 SERVER_PATH = Path(__file__).resolve().parent.parent / "_internal" / "executor_server.py"
@@ -36,6 +37,16 @@ AUTHKEY_BYTES = 32
 PIPE_RETRY_S = 0.01
 
 log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    """What the session needs from a transport (``protocol.SocketChannel`` or ``PipeChannel``)."""
+
+    def send(self, frame: bytes) -> None: ...
+    def recv(self) -> bytes | bytearray: ...
+    def poll(self, timeout_s: float) -> bool: ...
+    def shutdown(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,17 +88,20 @@ def launch(
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(address)
         listener.listen(8)
-        fd = str(listener.fileno())
+        fd: int | None = listener.fileno()
     else:  # pragma: no cover - Windows: the worker creates the named pipe itself
         address = rf"\\.\pipe\cema-{secrets.token_hex(8)}"
-        fd = "-"
+        fd = None
     try:
-        proc = process.spawn(
+        output = subprocess.PIPE if capture_output else None
+        proc: subprocess.Popen[bytes] = _proc.spawn(
             server_argv(python),
             env=env,
             cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=output,
             pass_fds=() if listener is None else (listener.fileno(),),
-            capture_output=capture_output,
         )
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
@@ -103,19 +117,19 @@ def launch(
 
     def expire() -> None:
         expired.set()
-        process.signal_tree(proc, process.SIGKILL)
+        _proc.signal_group(proc, _proc.SIGKILL)
 
     watchdog = threading.Timer(timeout_s, expire)
     watchdog.daemon = True
     watchdog.start()
     try:
         assert proc.stdin is not None
-        proc.stdin.write(f"{wire.PROTOCOL_VERSION} {authkey.hex()} {fd} {address}\n".encode())
+        proc.stdin.write(protocol.bootstrap_line(authkey, fd, address))
         proc.stdin.flush()
         channel = channel_for(_connect(address, authkey, proc))
         hello = _read_hello(channel, name)
     except Exception as exc:
-        process.signal_tree(proc, process.SIGKILL)
+        _proc.signal_group(proc, _proc.SIGKILL)
         code = proc.wait()
         pump.join()
         shutil.rmtree(folder, ignore_errors=True)
@@ -128,8 +142,7 @@ def launch(
         )
         tail = pump.stderr_tail()
         raise WorkerStartError(
-            f"Worker {name!r} ({python}) {why}."
-            + (f"\n{tail.rstrip()}" if tail.strip() else ""),
+            f"Worker {name!r} ({python}) {why}." + (f"\n{tail.rstrip()}" if tail.strip() else ""),
             hint="Run the environment's python by hand to see whether it starts.",
         ) from exc
     finally:
@@ -155,15 +168,25 @@ def _connect(address: str, authkey: bytes, proc: subprocess.Popen[bytes]) -> Con
 
 
 def _read_hello(channel: Channel, name: str) -> Mapping[str, Any]:
-    reply = wire.decode(channel.recv(), inbox=shm.Inbox(), outbox=shm.Outbox())
-    if reply.kind != wire.HELLO:
-        raise ProtocolError(f"Worker {name!r} did not start with a handshake (kind {reply.kind}).")
-    hello = pickle.loads(reply.body)  # noqa: S301 - the worker proved it holds the key
-    if not isinstance(hello, dict) or hello.get("protocol") != wire.PROTOCOL_VERSION:
+    kind, _, _, body, _ = protocol.decode(
+        channel.recv(), inbox=protocol.Inbox(), outbox=protocol.Outbox(log.warning)
+    )
+    if kind != protocol.HELLO:
+        raise ProtocolError(f"Worker {name!r} did not start with a handshake (kind {kind}).")
+    hello = pickle.loads(body)  # noqa: S301 - the worker proved it holds the key
+    if not isinstance(hello, dict) or hello.get("protocol") != protocol.PROTOCOL_VERSION:
         got = hello.get("protocol") if isinstance(hello, dict) else hello
         raise ProtocolError(
-            f"Worker {name!r} speaks protocol {got}, the host {wire.PROTOCOL_VERSION}.",
+            f"Worker {name!r} speaks protocol {got}, the host {protocol.PROTOCOL_VERSION}.",
             hint=f"The server file {SERVER_PATH} and this Cema come from different versions.",
         )
     return hello
 
+
+def channel_for(conn: Connection) -> Channel:
+    """The channel over an authenticated connection (which it takes over)."""
+    if os.name != "posix":  # pragma: no cover - Windows
+        return protocol.PipeChannel(conn)
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    conn.close()
+    return protocol.SocketChannel(sock)

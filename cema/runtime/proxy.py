@@ -1,12 +1,49 @@
 """``ModuleProxy``: a module in a worker whose attributes are functions that call into it."""
 
+# Imports point one way: worker.py imports this module; a proxy knows only the ``Caller`` it is
+# given (a ``Worker``, in practice), never the class.
+
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from cema.runtime.worker import Worker, module_key
+
+class Caller(Protocol):
+    """What a proxy needs of its worker."""
+
+    name: str
+
+    def call_resolved(
+        self,
+        key: str,
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None,
+    ) -> Any: ...
+
+
+def module_key(module: str | os.PathLike[str]) -> str:
+    """How the worker knows a module: a resolved absolute path for files, else the name.
+
+    A relative path is resolved against the host's working directory.
+    """
+    text = os.fspath(module)
+    if text.endswith(".py") or os.sep in text or (os.altsep is not None and os.altsep in text):
+        if Path(text).is_absolute():
+            return _resolved(text)  # half of a tiny call's cost otherwise: cache it
+        return str(Path(text).resolve())
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 class RemoteFunction:
@@ -18,7 +55,7 @@ class RemoteFunction:
 
     __slots__ = ("__name__", "_module", "_timeout", "_worker")
 
-    def __init__(self, worker: Worker, module: str, name: str, timeout: float | None) -> None:
+    def __init__(self, worker: Caller, module: str, name: str, timeout: float | None) -> None:
         self._worker = worker
         self._module = module
         self.__name__ = name
@@ -49,7 +86,7 @@ class ModuleProxy:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Caller,
         module: str | os.PathLike[str],
         functions: Sequence[str],
         *,

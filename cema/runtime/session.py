@@ -25,8 +25,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from cema import _proc
+from cema._internal import protocol
 from cema.errors import WorkerCrashedError, WorkerError, WorkerTimeoutError
-from cema.runtime import process, shm, wire
+from cema.runtime import process, replies
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,9 +69,9 @@ class _Pending:
     def __init__(self, request_id: int) -> None:
         self.request_id = request_id
         self.done = False
-        self.reply: wire.Reply | None = None
+        self.reply: protocol.Frame | None = None
         self.death: Death | None = None
-        self.segments: tuple[shm.Entry, ...] = ()
+        self.segments: tuple[protocol.Entry, ...] = ()
         self.cond: threading.Condition | None = None  # made when the caller has to follow
 
 
@@ -87,8 +89,8 @@ class Session:
         self.fail_lock = threading.Lock()  # one thread records the death, the others wait
         self.close_lock = threading.Lock()
         self.pending: dict[int, _Pending] = {}
-        self.outbox = shm.Outbox()
-        self.inbox = shm.Inbox()
+        self.outbox = protocol.Outbox(log.warning)
+        self.inbox = protocol.Inbox()
         self.reading = False
         self.ids = itertools.count(1)
         self.death: Death | None = None
@@ -112,7 +114,7 @@ class Session:
             slot = _Pending(next(self.ids))
             self.pending[slot.request_id] = slot
         try:
-            frame, slot.segments = wire.encode(
+            frame, slot.segments = protocol.encode(
                 kind, slot.request_id, obj, outbox=self.outbox, inbox=self.inbox
             )
         except Exception as exc:
@@ -148,7 +150,7 @@ class Session:
             self._unlink(slot)
             raise slot.death.error()
         assert slot.reply is not None
-        return wire.outcome(slot.reply, what=what, worker=self.name)
+        return replies.outcome(slot.reply, what=what, worker=self.name)
 
     def _wait(self, slot: _Pending, deadline: float | None) -> None:
         """Return when ``slot`` is resolved or the deadline passed, reading if nobody does."""
@@ -197,15 +199,19 @@ class Session:
     def _dispatch(self, frame: bytes | bytearray, mine: _Pending | None = None) -> bool:
         """Hand a reply to its caller; True when it was ``mine`` (then reading is given up)."""
         try:
-            reply: wire.Reply | None = wire.decode(frame, inbox=self.inbox, outbox=self.outbox)
+            reply: protocol.Frame | None = protocol.decode(
+                frame, inbox=self.inbox, outbox=self.outbox
+            )
             death = None
         except Exception as exc:  # the waiting caller gets the reason
             log.warning("worker %r sent a frame that cannot be decoded: %s", self.name, exc)
             reply = None
-            death = Death(message=f"Worker {self.name!r} sent a reply that cannot be decoded "
-                          f"({type(exc).__name__}: {exc}).")
+            death = Death(
+                message=f"Worker {self.name!r} sent a reply that cannot be decoded "
+                f"({type(exc).__name__}: {exc})."
+            )
         try:
-            request_id = reply.request_id if reply else wire.HEADER.unpack_from(frame)[1]
+            request_id = reply[1] if reply else protocol.HEADER.unpack_from(frame)[1]
         except struct.error:
             return False  # not even a header: nobody to tell
         with self.lock:  # one lock round for the common case: our reply, reading given up
@@ -219,7 +225,7 @@ class Session:
             return False
 
     @staticmethod
-    def _resolve(slot: _Pending, reply: wire.Reply | None, death: Death | None) -> None:
+    def _resolve(slot: _Pending, reply: protocol.Frame | None, death: Death | None) -> None:
         slot.reply = reply
         slot.death = death
         slot.done = True
@@ -236,13 +242,30 @@ class Session:
                     message=f"Worker {self.name!r} was stopped because {what} exceeded its "
                     f"timeout of {timeout:g} s."
                 )
-        process.signal_tree(self.proc, process.SIGKILL)
+        _proc.signal_group(self.proc, _proc.SIGKILL)
 
     # --- the end ---------------------------------------------------------------------------------
 
+    def _ask_to_exit(self) -> None:
+        """The ladder's first rung: the shutdown request, and EOF on the worker's stdin."""
+        # a sender stuck on a full socket must not stall close(): then skip the request
+        if self.proc.poll() is None and self.send_lock.acquire(timeout=SEND_LOCK_WAIT_S):
+            try:
+                frame, _ = protocol.encode(
+                    protocol.SHUTDOWN, next(self.ids), None, outbox=self.outbox, inbox=self.inbox
+                )
+                self.channel.send(frame)
+            except (OSError, ValueError):
+                pass  # already going away
+            finally:
+                self.send_lock.release()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # EOF on stdin makes the worker exit in any case
+
     def _watch(self) -> None:
         self.proc.wait()
-        process.signal_tree(self.proc, process.SIGKILL)  # what a crashed worker left running
+        _proc.signal_group(self.proc, _proc.SIGKILL)  # what a crashed worker left running
         self._wake_reader()
 
     def _wake_reader(self) -> None:
@@ -256,7 +279,7 @@ class Session:
             try:
                 exitcode = self.proc.wait(timeout=ORPHAN_WAIT_S)
             except subprocess.TimeoutExpired:  # connection lost, process alive: end it
-                process.signal_tree(self.proc, process.SIGKILL)
+                _proc.signal_group(self.proc, _proc.SIGKILL)
                 exitcode = self.proc.wait()
             self.pump.join()
             with self.lock:
@@ -278,30 +301,17 @@ class Session:
         self.inbox.unlink_seen()
 
     def close(self, timeout_s: float) -> int | None:
-        """Ask, terminate, kill (see ``process.stop``); resolve what is pending; idempotent."""
+        """Ask, terminate, kill (``_proc.stop``); resolve what is pending; idempotent."""
         with self.close_lock:
             if self.closed:
                 return self.exitcode
             self.closed = True
             with self.lock:
                 if self.stop_reason is None:
-                    self.stop_reason = Death(message=f"Worker {self.name!r} is closed.",
-                                             closed=True)
-            # a sender stuck on a full socket must not stall close(): then skip the request
-            if self.proc.poll() is None and self.send_lock.acquire(timeout=SEND_LOCK_WAIT_S):
-                try:
-                    frame, _ = wire.encode(
-                        wire.SHUTDOWN, next(self.ids), None, outbox=self.outbox, inbox=self.inbox
+                    self.stop_reason = Death(
+                        message=f"Worker {self.name!r} is closed.", closed=True
                     )
-                    self.channel.send(frame)
-                except (OSError, ValueError):
-                    pass  # already going away
-                finally:
-                    self.send_lock.release()
-            if self.proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()  # EOF on stdin makes the worker exit in any case
-            self.exitcode = process.stop(self.proc, grace_s=timeout_s)
+            self.exitcode = _proc.stop(self.proc, ask=self._ask_to_exit, grace_s=timeout_s)
             self._wake_reader()
             self.disconnected()
             self.watcher.join()

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cema._internal import protocol
 from cema.errors import ProtocolError
-from cema.runtime import process, wire
 from cema.runtime.launch import launch
+from cema.runtime.proxy import ModuleProxy, module_key
 from cema.runtime.session import Session
-
-if TYPE_CHECKING:
-    from cema.runtime.proxy import ModuleProxy
 
 #: how long ``Worker.start`` waits for the handshake by default
 LAUNCH_TIMEOUT_S = 60.0
+#: after the shutdown request, how long the worker gets to exit by itself
+SHUTDOWN_GRACE_S = 5.0
 
 log = logging.getLogger(__name__)
-
-
-def module_key(module: str | os.PathLike[str]) -> str:
-    """How the worker knows a module: a resolved absolute path for files, else the name.
-
-    A relative path is resolved against the host's working directory.
-    """
-    text = os.fspath(module)
-    if text.endswith(".py") or os.sep in text or (os.altsep is not None and os.altsep in text):
-        if Path(text).is_absolute():
-            return _resolved(text)  # half of a tiny call's cost otherwise: cache it
-        return str(Path(text).resolve())
-    return text
-
-
-@functools.lru_cache(maxsize=1024)
-def _resolved(path: str) -> str:
-    return str(Path(path).resolve())
 
 
 class Worker:
@@ -68,7 +49,7 @@ class Worker:
         #: the worker's Python version, as ``"3.12.1"``
         self.python_version: str = str(info.get("python", ""))
         self._session = session
-        self._finalizer = weakref.finalize(self, session.close, process.SHUTDOWN_GRACE_S)
+        self._finalizer = weakref.finalize(self, session.close, SHUTDOWN_GRACE_S)
 
     @classmethod
     def start(
@@ -98,7 +79,7 @@ class Worker:
         )
         info = dict(launched.hello)
         info["address"] = launched.address
-        if info.get("protocol") != wire.PROTOCOL_VERSION:  # launch checks; belt and braces
+        if info.get("protocol") != protocol.PROTOCOL_VERSION:  # launch checks; belt and braces
             raise ProtocolError(f"Worker {name!r} speaks protocol {info.get('protocol')}.")
         return cls(name, Session(name, launched), info)
 
@@ -138,14 +119,16 @@ class Worker:
     ) -> Any:
         """``call`` for a module already passed through ``module_key`` (proxies resolve once)."""
         return self._session.request(
-            wire.CALL, (key, function, args, kwargs), what=lambda: f"{key}:{function}",
+            protocol.CALL,
+            (key, function, args, kwargs),
+            what=lambda: f"{key}:{function}",
             timeout=timeout,
         )
 
     def functions(self, module: str | os.PathLike[str]) -> list[str]:
         """The public functions of ``module`` (its ``__all__`` if it has one), imported there."""
         names = self._session.request(
-            wire.IMPORT, module_key(module), what=lambda: f"import {module}", timeout=None
+            protocol.IMPORT, module_key(module), what=lambda: f"import {module}", timeout=None
         )
         return list(names)
 
@@ -153,11 +136,9 @@ class Worker:
         self, module: str | os.PathLike[str], *, timeout: float | None = None
     ) -> ModuleProxy:
         """Import ``module`` in the worker and return a proxy whose attributes call into it."""
-        from cema.runtime.proxy import ModuleProxy
-
         return ModuleProxy(self, module, self.functions(module), timeout=timeout)
 
-    def close(self, *, timeout_s: float = process.SHUTDOWN_GRACE_S) -> int | None:
+    def close(self, *, timeout_s: float = SHUTDOWN_GRACE_S) -> int | None:
         """Ask the worker to exit, then terminate, then kill its process group; idempotent.
 
         Returns the worker's exit code (negative: killed by that signal).

@@ -56,13 +56,18 @@ def make_venv(folder: Path, version: str, *packages: str) -> Path:
     uv = uv_binary()
     subprocess.run(
         [uv, "venv", "-q", "-p", str(base), str(folder)],
-        check=True, timeout=VENV_TIMEOUT_S, capture_output=True,
+        check=True,
+        timeout=VENV_TIMEOUT_S,
+        capture_output=True,
     )
     python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if packages:
         proc = subprocess.run(
             [uv, "pip", "install", "-q", "-p", str(python), *packages],
-            check=False, timeout=VENV_TIMEOUT_S, capture_output=True, text=True,
+            check=False,
+            timeout=VENV_TIMEOUT_S,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             pytest.skip(f"cannot install {packages} into a {version} venv: {proc.stderr[-500:]}")
@@ -109,4 +114,3 @@ def shm_segments() -> set[str]:
     if not sys.platform.startswith("linux"):
         return set()
     return {name for name in os.listdir("/dev/shm") if name.startswith("cema_")}
-

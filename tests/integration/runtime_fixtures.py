@@ -36,10 +36,14 @@ def start_worker() -> Iterator[StartWorker]:
     """``start_worker(python, name=..., **start_kwargs)``; every worker is closed afterwards."""
     workers: list[Worker] = []
 
-    def start(python: Path, *, name: str = "test", extra_env: dict[str, str] | None = None,
-              **kwargs: object) -> Worker:
-        worker = Worker.start(python=python, env=worker_env(python, extra_env), name=name,
-                              **kwargs)  # type: ignore[arg-type]
+    def start(
+        python: Path,
+        *,
+        name: str = "test",
+        extra_env: dict[str, str] | None = None,
+        **kwargs: object,
+    ) -> Worker:
+        worker = Worker.start(python=python, env=worker_env(python, extra_env), name=name, **kwargs)  # type: ignore[arg-type]
         workers.append(worker)
         return worker
 
@@ -49,7 +53,8 @@ def start_worker() -> Iterator[StartWorker]:
 
 
 @pytest.fixture(params=MATRIX_VERSIONS)
-def worker(request: pytest.FixtureRequest, venv_python: Callable[[str], Path],
-           start_worker: StartWorker) -> Worker:
+def worker(
+    request: pytest.FixtureRequest, venv_python: Callable[[str], Path], start_worker: StartWorker
+) -> Worker:
     """A worker in a venv of each matrix version."""
     return start_worker(venv_python(request.param), name=f"py{request.param}")

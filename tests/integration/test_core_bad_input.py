@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import cema
-from cema.hashing import content_hash
+from cema.model.hashing import content_hash
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import cema
-from cema.spec import current_platform
+from cema.model.spec import current_platform
 from cema.store import RECEIPT_NAME
 
 pytestmark = pytest.mark.shared

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import cema
-from cema.lock import read_lock
+from cema.model.lockio import read_lock
 from cema.store import RECEIPT_NAME
 from tests.integration import micromamba_fixtures
 

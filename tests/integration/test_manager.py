@@ -20,9 +20,9 @@ import pytest
 import cema
 from cema import EnvironmentManager
 from cema.errors import CemaError, EnvNotFoundError, SpecError
-from cema.lock import read_lock
 from cema.manager import main_env_satisfies
-from cema.spec import current_platform, load_project
+from cema.model.lockio import read_lock
+from cema.model.spec import current_platform, load_project
 from cema.store import RECEIPT_NAME
 from tests.integration import micromamba_fixtures
 
@@ -139,8 +139,7 @@ def test_same_name_new_spec_is_an_update_to_a_new_prefix(
     assert second.prefix != old_prefix and second.prefix is not None
     assert len(built(caplog)) == 1
     assert any(
-        r.name == "cema.apply" and r.getMessage().startswith("updating demo")
-        for r in caplog.records
+        r.name == "cema.sync" and r.getMessage().startswith("updating demo") for r in caplog.records
     ), caplog.text
     (content,) = read_lock(root / "cema.lock").envs["demo"].platforms.values()
     assert {r.name: r.version for r in content.conda}["cemademo"] == "2.0"
@@ -272,7 +271,7 @@ def test_install_is_an_update_while_the_running_worker_keeps_its_prefix(
     worker_pid = env.execute(str(PROBE), "pid")
     lock_before = read_lock(root / "cema.lock").envs["grow"].for_platform(current_platform())
 
-    with caplog.at_level(logging.INFO, logger="cema.apply"):
+    with caplog.at_level(logging.INFO, logger="cema.sync"):
         if style == "camel":  # the manager's method, with the original keyword
             grown = manager.install(
                 "grow", {"conda": ["cemahello"]}, additionalInstallCommands={"all": ["true"]}

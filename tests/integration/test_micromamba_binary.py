@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 import cema
-from cema.engines import micromamba as mm
-from cema.spec import current_platform
+from cema.engines.micromamba import MicromambaEngine
+from cema.engines.micromamba import binary as mm
+from cema.model.spec import current_platform
 from tests.integration import micromamba_fixtures
 
 micromamba_double = micromamba_fixtures.micromamba_double
+real_micromamba = micromamba_fixtures.real_micromamba
 
 
 @pytest.fixture
@@ -147,9 +149,18 @@ def test_micromamba_1_is_refused(tmp_path: Path) -> None:
     old = tmp_path / "micromamba"
     old.write_text("#!/bin/sh\necho 1.5.8\n")
     old.chmod(0o755)
-    engine = mm.MicromambaEngine(binary=old)
+    engine = MicromambaEngine(binary=old)
     with pytest.raises(cema.EngineUnavailableError, match="need micromamba 2"):
         engine.locate(cema.Store(tmp_path / "store"))
+
+
+def test_the_real_micromamba_passes_the_version_check(
+    tmp_path: Path, real_micromamba: Path
+) -> None:
+    version = mm.micromamba_version(real_micromamba)
+    assert int(version.split(".", 1)[0]) >= mm.MIN_MAJOR_VERSION
+    engine = MicromambaEngine(binary=real_micromamba)
+    assert engine.locate(cema.Store(tmp_path / "store")) == real_micromamba
 
 
 def test_sync_downloads_the_pinned_binary_into_the_store(
@@ -189,4 +200,5 @@ def test_sync_downloads_the_pinned_binary_into_the_store(
     assert mm.stored_binary(store).read_bytes() == data
     prefix = result.prefixes["hello"]
     assert (prefix / ".cema-receipt.json").is_file()
-    assert store.receipt(prefix.name) is not None
+    receipt = store.receipt(prefix.name)
+    assert receipt is not None and receipt.engine == "micromamba"

@@ -1,4 +1,8 @@
-"""Micromamba scripts end to end: bash runs them against the test double (and a real micromamba)."""
+"""micromamba end to end: the engine through `cema sync`, and the printed script run by bash.
+
+Each test runs against the test double and against a real micromamba 2 (skipped, with the
+reason, where there is none); see tests/integration/micromamba_fixtures.py.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,30 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import cema
 from cema.engines.uv import uv_bin
-from cema.store import RECEIPT_NAME, Receipt
+from cema.model.receipt import Receipt
+from cema.store import RECEIPT_NAME
 from tests.channel_builder import GATE_DIR
 from tests.conftest import cema_argv, cema_environ
 from tests.integration import micromamba_fixtures
 
 # the fixtures of tests/integration/micromamba_fixtures.py (the test double, a real micromamba)
 micromamba_double = micromamba_fixtures.micromamba_double
+real_micromamba = micromamba_fixtures.real_micromamba
 micromamba = micromamba_fixtures.micromamba
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts need bash")
 
 #: a store path a script must quote right: spaces, quotes, parentheses, $ and a backtick
 HOSTILE = 'st ore\'s "q" (1) $HOME `x`'
+#: the files an installer writes for itself, not from the packages (rattler leaves a cache tag)
+BOOKKEEPING = {"conda-meta/history", "CACHEDIR.TAG"}
 
 
 def demo_yaml(channel: Path, *, demo: str = "1.0", extra: str = "", pip: str = "") -> str:
@@ -56,8 +65,33 @@ def tree(prefix: Path) -> list[str]:
     )
 
 
+def files_naming(prefix: Path, text: str) -> list[str]:
+    """The files under ``prefix`` whose bytes contain ``text`` (symlinks not followed)."""
+    needle = text.encode()
+    return sorted(
+        str(p.relative_to(prefix))
+        for p in prefix.rglob("*")
+        if p.is_file() and not p.is_symlink() and needle in p.read_bytes()
+    )
+
+
+def conda_meta(prefix: Path) -> list[str]:
+    return sorted(p.name for p in (prefix / "conda-meta").glob("*.json"))
+
+
 def plan_json(run_cema, folder: Path, *store_args: str) -> list[dict[str, object]]:
     return json.loads(run_cema(*store_args, "plan", "--json", cwd=folder).stdout)
+
+
+def assert_published_for_final(store: cema.Store, prefix: Path) -> None:
+    """Built in staging for ``prefix``: every file names the final path, none the staging one.
+
+    micromamba's ``conda-meta/history`` logs the command line, staging path included.
+    """
+    staging = store.root / "staging"
+    assert not staging.is_dir() or list(staging.iterdir()) == []  # published by the rename
+    assert [f for f in files_naming(prefix, str(staging)) if f not in BOOKKEEPING] == []
+    assert str(prefix) in (prefix / "bin" / "cemahello").read_text("utf-8")
 
 
 # --- the engine through `cema sync` ----------------------------------------------------------
@@ -73,37 +107,48 @@ def test_micromamba_builds_what_the_embedded_engine_reuses(
 
     out = run_cema(*args, "-v", "sync", "--micromamba", micromamba, cwd=folder)
     assert out.stdout.startswith("create  demo (conda) -> ")
-    assert "==> create demo" in out.stderr  # the script's output streams through logging
+    assert "INFO: Linking cemahello-1.0-0" in out.stderr  # micromamba's output, through logging
     prefix = cema.Project.load(folder, store=hostile).prefix("demo")
     assert prefix.parent == hostile.envs_dir
     built = receipt_of(prefix)
     assert built.engine == "micromamba"
-    assert (prefix / ".cema-activation.json").is_file()  # cached by the hook, before the receipt
+    assert (prefix / ".cema-activation.json").is_file()  # cached by the sync, before the receipt
+    assert_published_for_final(hostile, prefix)
+    assert (hostile.root / "micromamba" / "pkgs").is_dir()  # micromamba's own package cache
 
     # the embedded engine sees a ready prefix: reuse, nothing built
     assert [a["action"] for a in plan_json(run_cema, folder, *args)] == ["reuse"]
     assert "1 environment(s) up to date" in run_cema(*args, "sync", cwd=folder).stdout
     hello = run_cema(*args, "run", "demo", "--", "cemahello", cwd=folder)
     assert "cemahello 1.0 installed in " in hello.stdout
+    shown = run_cema(*args, "run", "demo", "--", "python", "-c", "import cemademo", cwd=folder)
+    assert shown.returncode == 0
 
     # the embedded engine builds the same prefix (address, layout, conda-meta, receipt)
     run_cema("sync", "--engine", "rattler", cwd=folder)
     embedded = cema.Project.load(folder, store=store).prefix("demo")
     assert embedded.name == prefix.name
     assert same_content(receipt_of(embedded), built)
-    assert tree(embedded) == tree(prefix)
-    assert sorted(p.name for p in (prefix / "conda-meta").glob("*.json")) == [
-        "cemademo-1.0-py_0.json",
-        "cemahello-1.0-0.json",
-        f"python-{built.python}-cema_host_0.json",
-    ]
+    assert receipt_of(embedded).engine == "rattler"
+    package_files = [f for f in tree(prefix) if f not in BOOKKEEPING]
+    assert [f for f in tree(embedded) if f not in BOOKKEEPING] == package_files
+    assert "bin/cemahello" in package_files
+    assert (
+        conda_meta(prefix)
+        == conda_meta(embedded)
+        == [
+            "cemademo-1.0-py_0.json",
+            "cemahello-1.0-0.json",
+            f"python-{built.python}-cema_host_0.json",
+        ]
+    )
 
     # and the other way round: micromamba finds the embedded engine's prefix ready (never runs)
     out = run_cema("sync", "--micromamba", tmp_path / "no-such-micromamba", cwd=folder)
     assert "up to date" in out.stdout
 
 
-def test_update_and_prune_run_in_one_script(
+def test_update_and_prune_through_the_engine(
     local_channel: Path, make_project, run_cema, store: cema.Store, micromamba
 ) -> None:
     folder = make_project(demo_yaml(local_channel, extra="engine: micromamba"))
@@ -117,14 +162,18 @@ def test_update_and_prune_run_in_one_script(
     assert "update  demo (conda, build)" in out.stdout
     assert "~ cemademo 1.0 -> 2.0" in out.stdout
     new = cema.Project.load(folder, store=store).prefix("demo")
-    assert new != old and receipt_of(new).packages()["cemademo"] == "2.0"
-    assert not old.exists()  # the script removed it (receipt first)
+    assert new != old
+    assert receipt_of(new).packages()["cemademo"] == "2.0"
+    assert receipt_of(new).engine == "micromamba"
+    assert "cemademo-2.0-py_0.json" in conda_meta(new)
+    assert not old.exists()
     assert sorted(p.name for p in store.envs_dir.iterdir()) == [new.name]
+    assert_published_for_final(store, new)
 
 
-def test_a_failing_step_stops_the_script_and_leaves_no_receipt(
-    local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, micromamba
-) -> None:
+def broken_channel_project(local_channel: Path, make_project, run_cema, tmp_path: Path) -> Path:
+    """Two envs, ``a_broken`` (whose archive loses its locked sha256 after the lock) and
+    ``b_fine``, locked from a copy of the local channel."""
     channel = tmp_path / "channel"
     shutil.copytree(local_channel, channel)
     folder = make_project(
@@ -142,14 +191,24 @@ def test_a_failing_step_stops_the_script_and_leaves_no_receipt(
     # the archive no longer has the locked sha256: micromamba must refuse it
     (archive,) = channel.glob("noarch/cemahello-*.tar.bz2")
     archive.write_bytes(b"not the locked archive")
+    return folder
+
+
+def test_a_failing_build_leaves_no_prefix_and_no_receipt(
+    local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, micromamba
+) -> None:
+    folder = broken_channel_project(local_channel, make_project, run_cema, tmp_path)
 
     out = run_cema("sync", "--micromamba", micromamba, cwd=folder, check=False)
-    assert out.returncode == 1
-    assert "error: the micromamba script failed (exit code" in out.stderr
-    assert "cema plan --script bash" in out.stderr  # the hint
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "error: micromamba create for environment 'a_broken' failed (exit code" in out.stderr
+    assert "sha256" in out.stderr.lower()  # micromamba's own words, in the output's tail
+    assert "hint: " in out.stderr
     assert store.inventory() == {}
-    # the broken env's unfinished prefix was removed; the script stopped before b_fine
+    # nothing half-built anywhere: not published, and the staging folder was removed
     assert not store.envs_dir.is_dir() or list(store.envs_dir.iterdir()) == []
+    staging = store.root / "staging"
+    assert not staging.is_dir() or list(staging.iterdir()) == []
     with pytest.raises(cema.EnvNotFoundError):
         cema.Project.load(folder, store=store).prefix("b_fine")
 
@@ -165,20 +224,13 @@ def test_an_unfinished_prefix_is_cleared_before_the_build(
     (leftover / "bin" / "junk").write_text("left by a killed build")
 
     out = run_cema("-v", "sync", "--micromamba", micromamba, cwd=folder)
-    assert "removing the unfinished prefix" in out.stderr
+    assert "removing the incomplete prefix" in out.stderr
     assert not (leftover / "bin" / "junk").exists()
-    assert (leftover / RECEIPT_NAME).is_file()
+    assert receipt_of(leftover).engine == "micromamba"
 
 
-def test_kill_before_the_receipt_then_sync_again(
-    local_channel: Path,
-    make_project,
-    run_cema,
-    store: cema.Store,
-    tmp_path: Path,
-    poll_until,
-    micromamba_double: Path,
-) -> None:
+def gated_project(local_channel: Path, make_project, run_cema, tmp_path: Path) -> tuple[Path, Path]:
+    """``(folder, home)``: an env whose activation waits while ``home/cema-test-gate/hold`` is."""
     folder = make_project(
         f"""\
         version: 1
@@ -192,18 +244,16 @@ def test_kill_before_the_receipt_then_sync_again(
     home = tmp_path / "home"
     (home / GATE_DIR).mkdir(parents=True)
     (home / GATE_DIR / "hold").touch()
-    with (tmp_path / "killed.log").open("wb") as log:
-        proc = subprocess.Popen(
-            cema_argv("-vv", "sync", "--micromamba", micromamba_double),
-            cwd=folder,
-            env=cema_environ(store.root, {"HOME": str(home)}),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+    return folder, home
+
+
+def kill_at_the_gate(
+    proc: subprocess.Popen[bytes], store: cema.Store, home: Path, poll_until
+) -> Path:
+    """Wait until ``proc`` holds at the gate (installed, no receipt), kill it, return the prefix."""
     try:
-        # the activation hook runs activate.d after the install, before the receipt
-        poll_until((home / GATE_DIR / "waiting").exists, timeout_s=60, what="the gate")
+        # activation scripts run after the install, before the receipt
+        poll_until((home / GATE_DIR / "waiting").exists, timeout_s=120, what="the gate")
         (prefix,) = store.envs_dir.iterdir()
         assert (prefix / "bin" / "cemahello").is_file()
         assert not (prefix / RECEIPT_NAME).exists()
@@ -212,22 +262,65 @@ def test_kill_before_the_receipt_then_sync_again(
         proc.wait(timeout=30)
     assert store.inventory() == {}  # a killed build never looks ready
     (home / GATE_DIR / "hold").unlink()
+    return prefix
 
-    out = run_cema("-v", "sync", "--micromamba", micromamba_double, cwd=folder)
-    assert "removing the unfinished prefix" in out.stderr
+
+def test_kill_before_the_receipt_then_sync_again(
+    local_channel: Path,
+    make_project,
+    run_cema,
+    store: cema.Store,
+    tmp_path: Path,
+    poll_until,
+    micromamba,
+) -> None:
+    folder, home = gated_project(local_channel, make_project, run_cema, tmp_path)
+    with (tmp_path / "killed.log").open("wb") as log:
+        proc = subprocess.Popen(
+            cema_argv("-vv", "sync", "--micromamba", micromamba),
+            cwd=folder,
+            env=cema_environ(store.root, {"HOME": str(home)}),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    prefix = kill_at_the_gate(proc, store, home, poll_until)
+
+    out = run_cema("-v", "sync", "--micromamba", micromamba, cwd=folder)
+    assert "removing the incomplete prefix" in out.stderr
     assert cema.Project.load(folder, store=store).prefix("gated") == prefix
-    assert (prefix / RECEIPT_NAME).is_file()
+    assert receipt_of(prefix).engine == "micromamba"
 
 
-# --- the script by hand --------------------------------------------------------------------
+# --- the printed script, run by bash ---------------------------------------------------------
 
 
-def run_script(script: Path, *, binary: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def script_environ(binary: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CEMA_", "CONDA_"))}
-    env.update({"CEMA_MICROMAMBA": str(binary), "CEMA_UV": str(uv_bin())})
+    env.update({"CEMA_MICROMAMBA": str(binary), "CEMA_UV": str(uv_bin()), **extra})
+    return env
+
+
+def run_script(
+    script: Path, *, binary: Path, cwd: Path, **extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", str(script)], cwd=cwd, env=env, capture_output=True, text=True, check=False
+        ["bash", str(script)],
+        cwd=cwd,
+        env=script_environ(binary, **extra),
+        capture_output=True,
+        text=True,
+        check=False,
     )
+
+
+def write_script(run_cema, folder: Path, target: Path, *args: str) -> Path:
+    """``cema [args] plan --script bash`` written to ``target`` (checked by ``bash -n``)."""
+    store_args = [a for a in args if a != "--prune"]
+    prune = ["--prune"] if "--prune" in args else []
+    target.write_text(run_cema(*store_args, "plan", "--script", "bash", *prune, cwd=folder).stdout)
+    assert subprocess.run(["bash", "-n", str(target)], check=False).returncode == 0
+    return target
 
 
 def test_the_printed_script_run_by_hand_builds_the_same_prefix(
@@ -237,10 +330,7 @@ def test_the_printed_script_run_by_hand_builds_the_same_prefix(
     run_cema("lock", cwd=folder)
     hostile = cema.Store(tmp_path / HOSTILE)
     args = ("--store", str(hostile.root))
-    text = run_cema(*args, "plan", "--script", "bash", cwd=folder).stdout
-    script = tmp_path / "sync.sh"
-    script.write_text(text)
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    script = write_script(run_cema, folder, tmp_path / "sync.sh", *args)
 
     done = run_script(script, binary=micromamba, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -261,17 +351,118 @@ def test_the_printed_script_run_by_hand_builds_the_same_prefix(
     assert "was built by another sync meanwhile" in again.stdout
 
 
+def test_update_and_prune_run_in_one_script(
+    local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, micromamba
+) -> None:
+    folder = make_project(demo_yaml(local_channel))
+    run_cema("lock", cwd=folder)
+    first = run_script(
+        write_script(run_cema, folder, tmp_path / "first.sh"), binary=micromamba, cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "up to date" in run_cema("sync", cwd=folder).stdout  # registers the script's prefix
+    old = cema.Project.load(folder, store=store).prefix("demo")
+    assert receipt_of(old).engine == "micromamba"
+
+    make_project(demo_yaml(local_channel, demo="2.0"))
+    run_cema("lock", cwd=folder)
+    script = write_script(run_cema, folder, tmp_path / "second.sh", "--prune")
+    text = script.read_text()
+    assert "# --- update demo" in text and f"# --- remove {old.name}" in text  # one script
+    done = run_script(script, binary=micromamba, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "==> update demo" in done.stdout
+    assert f"==> remove {old.name}" in done.stdout
+    assert not old.exists()  # the script removed it (receipt first)
+    (new,) = store.envs_dir.iterdir()
+    assert new != old
+    assert receipt_of(new).packages()["cemademo"] == "2.0"
+    assert receipt_of(new).engine == "micromamba"
+    assert "update  demo (conda, reuse)" in run_cema("sync", cwd=folder).stdout
+    assert cema.Project.load(folder, store=store).prefix("demo") == new
+
+
+def test_a_failing_step_stops_the_script_and_leaves_no_receipt(
+    local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, micromamba
+) -> None:
+    folder = broken_channel_project(local_channel, make_project, run_cema, tmp_path)
+    script = write_script(run_cema, folder, tmp_path / "sync.sh")
+    assert script.read_text().index("==> create a_broken") < script.read_text().index(
+        "==> create b_fine"
+    )
+
+    done = run_script(script, binary=micromamba, cwd=tmp_path)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "==> create a_broken" in done.stdout
+    assert "==> create b_fine" not in done.stdout  # the script stopped at the failing step
+    assert "cema: done" not in done.stdout
+    assert store.inventory() == {}
+    # the broken env's unfinished prefix was removed; b_fine was never started
+    assert not store.envs_dir.is_dir() or list(store.envs_dir.iterdir()) == []
+    with pytest.raises(cema.EnvNotFoundError):
+        cema.Project.load(folder, store=store).prefix("b_fine")
+
+
+def test_the_script_clears_an_unfinished_prefix_before_the_build(
+    local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, micromamba
+) -> None:
+    folder = make_project(demo_yaml(local_channel))
+    run_cema("lock", cwd=folder)
+    (action,) = plan_json(run_cema, folder)
+    leftover = store.prefix(str(action["address"]))
+    (leftover / "bin").mkdir(parents=True)
+    (leftover / "bin" / "junk").write_text("left by a killed build")
+
+    script = write_script(run_cema, folder, tmp_path / "sync.sh")
+    done = run_script(script, binary=micromamba, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"cema: removing the unfinished prefix {leftover}" in done.stdout
+    assert not (leftover / "bin" / "junk").exists()
+    assert receipt_of(leftover).engine == "micromamba"
+
+
+def test_kill_the_script_before_the_receipt_then_run_it_again(
+    local_channel: Path,
+    make_project,
+    run_cema,
+    store: cema.Store,
+    tmp_path: Path,
+    poll_until,
+    micromamba,
+) -> None:
+    folder, home = gated_project(local_channel, make_project, run_cema, tmp_path)
+    script = write_script(run_cema, folder, tmp_path / "sync.sh")
+    # the hook (what `cema sync` used to set) runs the activation scripts before the receipt
+    extra = {"HOME": str(home), "CEMA_HOOK_PYTHON": sys.executable}
+    with (tmp_path / "killed.log").open("wb") as log:
+        proc = subprocess.Popen(
+            ["bash", str(script)],
+            cwd=tmp_path,
+            env=script_environ(micromamba, **extra),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    prefix = kill_at_the_gate(proc, store, home, poll_until)
+
+    done = run_script(script, binary=micromamba, cwd=tmp_path, **extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"cema: removing the unfinished prefix {prefix}" in done.stdout
+    assert receipt_of(prefix).engine == "micromamba"
+    assert (prefix / ".cema-activation.json").is_file()
+    assert "up to date" in run_cema("sync", cwd=folder).stdout
+    assert cema.Project.load(folder, store=store).prefix("gated") == prefix
+
+
 def test_the_script_waits_for_the_prefix_lock_and_checks_again(
     local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, poll_until
 ) -> None:
     folder = make_project(demo_yaml(local_channel))
     run_cema("lock", cwd=folder)
-    script = tmp_path / "sync.sh"
-    script.write_text(run_cema("plan", "--script", "bash", cwd=folder).stdout)
+    script = write_script(run_cema, folder, tmp_path / "sync.sh")
     project = cema.Project.load(folder, store=store)
     (address,) = {r.address for r in project.targets(project.read_lock())}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CEMA_", "CONDA_"))}
-    env["CEMA_MICROMAMBA"] = str(tmp_path / "never-called")
+    env = script_environ(tmp_path / "never-called")
     out_file = tmp_path / "script.out"
     with store.prefix_lock(address), out_file.open("w") as out:
         proc = subprocess.Popen(["bash", str(script)], stdout=out, stderr=out, env=env)
@@ -287,12 +478,31 @@ def test_the_script_waits_for_the_prefix_lock_and_checks_again(
     assert "was built by another sync meanwhile" in out_file.read_text()
 
 
-# --- pip layers and venvs (PyPI) --------------------------------------------------------------
+# --- pip layers and venvs (PyPI), real conda-forge archives: both ways ----------------------
+
+
+def build(how: str, run_cema, folder: Path, micromamba: Path, tmp_path: Path) -> None:
+    """Build the project's envs with micromamba: ``cema sync``, or its printed script by bash."""
+    if how == "engine":
+        run_cema("sync", "--micromamba", micromamba, cwd=folder)
+        return
+    run_cema("lock", cwd=folder)
+    script = write_script(run_cema, folder, tmp_path / "sync.sh")
+    done = run_script(script, binary=micromamba, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "up to date" in run_cema("sync", cwd=folder).stdout  # registered, nothing built
 
 
 @pytest.mark.network
-def test_pip_layer_and_venv_through_the_script(
-    local_channel: Path, make_project, run_cema, store: cema.Store, micromamba
+@pytest.mark.parametrize("how", ["engine", "script"])
+def test_pip_layer_and_venv(
+    local_channel: Path,
+    make_project,
+    run_cema,
+    store: cema.Store,
+    tmp_path: Path,
+    micromamba,
+    how: str,
 ) -> None:
     folder = make_project(
         f"""\
@@ -306,8 +516,7 @@ def test_pip_layer_and_venv_through_the_script(
             pip: ["six==1.16.0"]
         """
     )
-    run_cema("lock", cwd=folder)
-    run_cema("sync", "--micromamba", micromamba, cwd=folder)
+    build(how, run_cema, folder, micromamba, tmp_path)
     project = cema.Project.load(folder, store=store)
     for name, kind in (("mixed", "conda"), ("tools", "venv")):
         prefix = project.prefix(name)
@@ -324,14 +533,18 @@ def test_pip_layer_and_venv_through_the_script(
     assert [a["action"] for a in plan_json(run_cema, folder)] == ["reuse", "reuse"]
 
 
-# --- real conda-forge archives ----------------------------------------------------------------
-
-
 @pytest.mark.shared
-def test_conda_forge_xz_through_the_script(
-    conda_forge_channel: Path, make_project, run_cema, store: cema.Store, micromamba
+@pytest.mark.parametrize("how", ["engine", "script"])
+def test_conda_forge_xz(
+    conda_forge_channel: Path,
+    make_project,
+    run_cema,
+    store: cema.Store,
+    tmp_path: Path,
+    micromamba,
+    how: str,
 ) -> None:
-    from cema.spec import current_platform
+    from cema.model.spec import current_platform
 
     if current_platform() != "linux-64":
         pytest.skip("the conda-forge test archives are linux-64 builds")
@@ -345,10 +558,24 @@ def test_conda_forge_xz_through_the_script(
             conda: [xz]
         """
     )
-    run_cema("sync", "--micromamba", micromamba, cwd=folder)
+    build(how, run_cema, folder, micromamba, tmp_path)
     prefix = cema.Project.load(folder, store=store).prefix("xz")
+    assert receipt_of(prefix).engine == "micromamba"
     version = subprocess.run(
         [str(prefix / "bin" / "xz"), "--version"], capture_output=True, text=True, check=True
     )
     assert "5.2.6" in version.stdout
+    packed = subprocess.run(
+        [str(prefix / "bin" / "xz"), "-c"], input=b"cema", capture_output=True, check=True
+    ).stdout
+    assert (
+        subprocess.run(
+            [str(prefix / "bin" / "xz"), "-dc"], input=packed, capture_output=True, check=True
+        ).stdout
+        == b"cema"
+    )
+    # the binary's own prefix (its locale folder) is the final path, whichever way it was built
+    assert "bin/xz" in files_naming(prefix, str(prefix))
+    staging = store.root / "staging"
+    assert [f for f in files_naming(prefix, str(staging)) if f not in BOOKKEEPING] == []
     assert [a["action"] for a in plan_json(run_cema, folder)] == ["reuse"]

@@ -82,8 +82,9 @@ def test_proxy_lists_functions_and_refuses_unknown_names(worker: Worker) -> None
     assert proxy.add(1, b=2) == 3
     with pytest.raises(AttributeError, match=r"no function 'nope'; available: .*echo"):
         proxy.nope  # noqa: B018
-    assert worker.functions("json") == sorted(["dump", "dumps", "load", "loads", "JSONDecoder",
-                                               "JSONDecodeError", "JSONEncoder"])
+    assert worker.functions("json") == sorted(
+        ["dump", "dumps", "load", "loads", "JSONDecoder", "JSONDecodeError", "JSONEncoder"]
+    )
 
 
 def test_working_directory_and_inherited_output(
@@ -305,6 +306,23 @@ def test_close_kills_grandchildren(worker: Worker) -> None:
     assert eventually(lambda: process_gone(grandchild), within_s=5)
 
 
+def test_an_interrupted_command_stops_with_the_same_ladder(tmp_path: Path) -> None:
+    """``_proc.stream`` on interrupt climbs the workers' ladder: the group's grandchildren go."""
+    from cema import _proc
+
+    pidfile = tmp_path / "sleeper.pid"
+    script = f"sleep 60 & echo $! > {pidfile}; echo started; wait"
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _proc.stream(["sh", "-c", script], what="a sleeper", on_line=interrupt)
+    assert time.monotonic() - started < _proc.STOP_TIMEOUT_S
+    assert eventually(lambda: process_gone(int(pidfile.read_text())), within_s=5)
+
+
 def test_context_manager(venv_python: Callable[[str], Path]) -> None:
     python = venv_python("3.12")
     with Worker.start(python=python, env=worker_env(python), name="ctx") as worker:
@@ -322,7 +340,9 @@ def test_worker_exits_when_the_host_is_killed(venv_python: Callable[[str], Path]
     python = venv_python("3.12")
     host = subprocess.Popen(
         [sys.executable, "-c", HOST_SCRIPT, str(python)],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert host.stdout is not None
@@ -343,8 +363,12 @@ def test_workers_are_closed_at_interpreter_exit(venv_python: Callable[[str], Pat
     python = venv_python("3.12")
     script = HOST_SCRIPT.replace("threading.Event().wait()", "")  # exit without close()
     host = subprocess.run(
-        [sys.executable, "-c", script, str(python)], capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parents[2], timeout=60, check=True,
+        [sys.executable, "-c", script, str(python)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+        check=True,
     )
     worker_pid = int(host.stdout.split()[0])
     # closed (and reaped) by the host's exit handler, not merely dying after it: gone already

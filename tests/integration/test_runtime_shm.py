@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from cema._internal import protocol
 from cema.errors import WorkerCrashedError
-from cema.runtime import shm, wire
 from tests.integration.conftest_runtime import BASIC, StartWorker, shm_segments
 
 pytest_plugins = ["tests.integration.runtime_fixtures"]
 
-BIG_BYTES = 8 * shm.SHM_THRESHOLD_BYTES
+BIG_BYTES = 8 * protocol.SHM_THRESHOLD_BYTES
 
 
 @pytest.mark.parametrize("version", ["3.8", "3.12", "3.13"])
@@ -27,7 +27,9 @@ def test_plain_buffers_through_shared_memory(
     data = bytearray(b"abcd") * (BIG_BYTES // 4)
     for _ in range(3):  # the second and third transfers reuse the segments
         assert worker.call(BASIC, "buffer_info", (pickle.PickleBuffer(data),)) == (
-            len(data), b"abcd")
+            len(data),
+            b"abcd",
+        )
         back = worker.call(BASIC, "make_buffer", (BIG_BYTES, 7))
         assert memoryview(back).nbytes == BIG_BYTES
         assert bytes(memoryview(back)[-3:]) == b"\x07\x07\x07"
@@ -68,9 +70,7 @@ def test_array_round_trip_through_shared_memory(
 
 @needs_numpy
 @pytest.mark.network
-def test_segments_are_reused_between_calls(
-    numpy_python: Path, start_worker: StartWorker
-) -> None:
+def test_segments_are_reused_between_calls(numpy_python: Path, start_worker: StartWorker) -> None:
     before = shm_segments()
     worker = start_worker(numpy_python, name="numpy-reuse")
     array = np.ones(BIG_BYTES // 8)
@@ -105,23 +105,24 @@ def test_segments_are_unlinked_when_calls_fail_and_the_worker_dies(
 
 @needs_numpy
 def test_frames_carry_segments_and_releases() -> None:
-    outbox, inbox = shm.Outbox(), shm.Inbox()
-    peer_outbox, peer_inbox = shm.Outbox(), shm.Inbox()
+    warned: list[str] = []
+    outbox, inbox = protocol.Outbox(warned.append), protocol.Inbox()
+    peer_outbox, peer_inbox = protocol.Outbox(warned.append), protocol.Inbox()
     array = np.arange(BIG_BYTES // 8)
     try:
-        frame, entries = wire.encode(wire.RESULT, 9, array, outbox=outbox, inbox=inbox)
+        frame, entries = protocol.encode(protocol.RESULT, 9, array, outbox=outbox, inbox=inbox)
         assert len(entries) == 1
-        reply = wire.decode(frame, inbox=peer_inbox, outbox=peer_outbox)
-        assert reply.request_id == 9
-        received = pickle.loads(reply.body, buffers=reply.buffers)
+        reply = protocol.decode(frame, inbox=peer_inbox, outbox=peer_outbox)
+        assert reply[1] == 9  # (kind, request id, note, body, buffers)
+        received = pickle.loads(reply[3], buffers=reply[4])
         np.testing.assert_array_equal(received, array)
         del received, reply
         name = entries[0][0]
         assert peer_inbox.released == collections.deque([name])  # let go: reported next time
-        frame, _ = wire.encode(wire.CALL, 10, None, outbox=peer_outbox, inbox=peer_inbox)
-        wire.decode(frame, inbox=inbox, outbox=outbox)
-        again, _ = wire.encode(wire.RESULT, 11, array, outbox=outbox, inbox=inbox)
-        assert wire.decode(again, inbox=peer_inbox, outbox=peer_outbox).buffers
+        frame, _ = protocol.encode(protocol.CALL, 10, None, outbox=peer_outbox, inbox=peer_inbox)
+        protocol.decode(frame, inbox=inbox, outbox=outbox)
+        again, _ = protocol.encode(protocol.RESULT, 11, array, outbox=outbox, inbox=inbox)
+        assert protocol.decode(again, inbox=peer_inbox, outbox=peer_outbox)[4]  # buffers
         assert shm_segments() >= {name}
         del again
     finally:
@@ -130,14 +131,16 @@ def test_frames_carry_segments_and_releases() -> None:
 
 
 def test_without_shared_memory_buffers_go_in_band(
-    venv_python: Callable[[str], Path], start_worker: StartWorker,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    venv_python: Callable[[str], Path],
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def full(nbytes: int) -> tuple[str, object]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shm, "_create_pooled", full)
-    monkeypatch.setattr(shm, "_create_unpooled", full)
+    monkeypatch.setattr(protocol, "_create_pooled", full)
+    monkeypatch.setattr(protocol, "_create_unpooled", full)
     worker = start_worker(venv_python("3.12"), name="no-shm")
     data = bytearray(b"wxyz") * (BIG_BYTES // 4)
     assert worker.call(BASIC, "buffer_info", (pickle.PickleBuffer(data),)) == (len(data), b"wxyz")

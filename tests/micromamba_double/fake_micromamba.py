@@ -4,10 +4,13 @@ Implements just what Cema's scripts call, on top of py-rattler, so the scripts' 
 stops and receipts run for real without a micromamba binary:
 
 - ``micromamba --version``
-- ``micromamba create|install [-y] [-r ROOT] -p PREFIX -f EXPLICIT_FILE``: reads ``@EXPLICIT``
-  URLs with ``#sha256:<hex>`` (or ``#<md5>``), checks each archive's hash like micromamba does,
-  reads ``info/index.json`` from it and installs with ``rattler.install`` into ``PREFIX``
-  (package cache: ``ROOT/pkgs``); ``create`` replaces an existing prefix;
+- ``micromamba create|install [-y] [-r ROOT] -p PREFIX [--relocate-prefix FINAL] -f EXPLICIT``:
+  reads ``@EXPLICIT`` URLs with ``#sha256:<hex>`` (or ``#<md5>``), checks each archive's hash
+  like micromamba does, reads ``info/index.json`` from it and installs with ``rattler.install``
+  into ``PREFIX``, with ``FINAL`` patched into the files when given (rattler's
+  ``alternative_target_prefix``, as micromamba 2 does); package cache: the first of
+  ``$CONDA_PKGS_DIRS``, else ``ROOT/pkgs``; ``create`` replaces an existing prefix; prints
+  ``Linking <name>-<version>-<build>`` per package, like micromamba;
 - ``micromamba run [-r ROOT] -p PREFIX CMD ARGS...``: runs CMD with the prefix on PATH and
   ``CONDA_PREFIX`` set.
 
@@ -65,12 +68,14 @@ def _fail(message: str) -> int:
 
 
 def _options(args: list[str], *, stop_at_command: bool) -> tuple[dict[str, str], list[str]]:
-    """Parse ``-r/--root-prefix``, ``-p/--prefix``, ``-f/--file``, ``-y``; the rest is returned."""
+    """Parse ``-r/--root-prefix``, ``-p/--prefix``, ``--relocate-prefix``, ``-f/--file``, ``-y``;
+    the rest is returned."""
     takes = {
         "-r": "root",
         "--root-prefix": "root",
         "-p": "prefix",
         "--prefix": "prefix",
+        "--relocate-prefix": "relocate",
         "-f": "file",
         "--file": "file",
     }
@@ -172,6 +177,9 @@ def _install(options: dict[str, str], *, create: bool) -> int:
         return _fail("this double needs --prefix and --file (explicit installs only)")
     prefix = Path(options["prefix"])
     root = Path(options.get("root") or os.environ.get("MAMBA_ROOT_PREFIX") or prefix / ".root")
+    pkgs_dirs = [d for d in os.environ.get("CONDA_PKGS_DIRS", "").split(",") if d]
+    cache = Path(pkgs_dirs[0]) if pkgs_dirs else root / "pkgs"
+    relocate = Path(options["relocate"]) if options.get("relocate") else None
     try:
         entries = _explicit(Path(options["file"]))
     except (OSError, ValueError) as exc:
@@ -191,13 +199,17 @@ def _install(options: dict[str, str], *, create: bool) -> int:
                 rattler.install(
                     records,  # type: ignore[arg-type]
                     target_prefix=prefix,
-                    cache_dir=root / "pkgs",
+                    alternative_target_prefix=relocate,
+                    cache_dir=cache,
                     show_progress=False,
                     execute_link_scripts=False,
                 )
             )
         except Exception as exc:
             return _fail(f"installing into {prefix} failed: {exc}")
+    for url, _, _ in entries:
+        stem = url.rsplit("/", 1)[-1].removesuffix(".conda").removesuffix(".tar.bz2")
+        print(f"Linking {stem}", flush=True)
     print(f"Transaction finished: {len(records)} package(s) in {prefix}", flush=True)
     return 0
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from cema.cli import main
-from cema.lock import CondaRecord, read_lock
+from cema.model.lock import CondaRecord
+from cema.model.lockio import read_lock
+from cema.model.spec import load_project
 from cema.project import Project
-from cema.spec import load_project
 
 
-class FakeEngine:
+class FakeSolver:
     """Test double for the solver: answers every spec with a record from ``versions``."""
 
     name = "fake"
@@ -67,30 +68,30 @@ environments:
 
 def test_relock_keeps_unchanged_envs_and_upgrade_refreshes(tmp_path: Path) -> None:
     folder = project_dir(tmp_path, SPEC)
-    engine = FakeEngine({"xz": "1", "zlib": "1"})
-    Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    engine = FakeSolver({"xz": "1", "zlib": "1"})
+    Project(load_project(folder), solver=engine, store=tmp_path / "s").lock()
     assert engine.solves == 4  # two envs x two platforms, from one machine
     first = (folder / "cema.lock").read_text()
 
     engine.versions = {"xz": "2", "zlib": "2"}
     (folder / "cema.yaml").write_text(SPEC.replace("[zlib]", "[zlib, xz]"))
     engine.versions["xz"] = "2"
-    lock = Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    lock = Project(load_project(folder), solver=engine, store=tmp_path / "s").lock()
     # a is unchanged: its records stay as they were, although the channel moved on
     assert lock.envs["a"].platforms["linux-64"].conda[0].version == "1"
     assert {r.version for r in lock.envs["b"].platforms["linux-64"].conda} == {"2"}
     assert first != (folder / "cema.lock").read_text()
 
-    lock = Project(load_project(folder), engine=engine, store=tmp_path / "s").lock(upgrade=["a"])
+    lock = Project(load_project(folder), solver=engine, store=tmp_path / "s").lock(upgrade=["a"])
     assert lock.envs["a"].platforms["linux-64"].conda[0].version == "2"
 
 
 def test_removed_env_leaves_the_lock(tmp_path: Path) -> None:
     folder = project_dir(tmp_path, SPEC)
-    engine = FakeEngine({"xz": "1", "zlib": "1"})
-    Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    engine = FakeSolver({"xz": "1", "zlib": "1"})
+    Project(load_project(folder), solver=engine, store=tmp_path / "s").lock()
     (folder / "cema.yaml").write_text(SPEC.replace("  b: {conda: [zlib]}\n", ""))
-    Project(load_project(folder), engine=engine, store=tmp_path / "s").lock()
+    Project(load_project(folder), solver=engine, store=tmp_path / "s").lock()
     assert set(read_lock(folder / "cema.lock").envs) == {"a"}
 
 
@@ -99,7 +100,7 @@ def test_lock_check_fails_without_solving(
 ) -> None:
     folder = project_dir(tmp_path, SPEC)
     Project(
-        load_project(folder), engine=FakeEngine({"xz": "1", "zlib": "1"}), store=tmp_path / "s"
+        load_project(folder), solver=FakeSolver({"xz": "1", "zlib": "1"}), store=tmp_path / "s"
     ).lock()
     assert main(["lock", "--check", "--project", str(folder)]) == 0
     (folder / "cema.yaml").write_text(SPEC.replace("[zlib]", "[zlib, bzip2]"))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cema.hashing import (
+from cema.model.hashing import (
     HASH_SCHEME,
     content_hash,
     normalize_conda_spec,
     normalize_pip_requirement,
     spec_hash,
 )
-from cema.spec import env_from_dict
+from cema.model.spec import env_from_dict
 
 XZ = {
     "name": "xz",

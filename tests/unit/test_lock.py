@@ -7,19 +7,10 @@ from pathlib import Path
 import pytest
 
 from cema.errors import LockError, StaleLockError
-from cema.hashing import spec_hash
-from cema.lock import (
-    CondaRecord,
-    LockedEnv,
-    LockedPlatform,
-    Lockfile,
-    PipRecord,
-    check_fresh,
-    read_lock,
-    to_yaml,
-    write_lock,
-)
-from cema.spec import project_from_dict
+from cema.model.hashing import spec_hash
+from cema.model.lock import CondaRecord, LockedEnv, LockedPlatform, Lockfile, PipRecord, check_fresh
+from cema.model.lockio import read_lock, to_yaml, write_lock
+from cema.model.spec import project_from_dict
 
 
 def record(name: str, version: str, channel_dir: Path) -> CondaRecord:
@@ -220,7 +211,7 @@ TRICKY = [
 def test_yaml_writer_round_trips_every_string(text: str) -> None:
     import yaml
 
-    from cema import _yaml
+    from cema.model import _yaml
 
     doc = {"k": text, "l": [text, {"n": text, "e": []}], text or "empty": 1}
     assert yaml.safe_load(_yaml.dump(doc)) == doc
@@ -259,7 +250,7 @@ def test_yaml_writer_round_trips_random_unicode() -> None:
 
     import yaml
 
-    from cema import _yaml
+    from cema.model import _yaml
 
     rng = random.Random(20261125)
     ranges = [(0, 0x7F), (0x80, 0x3000), (0xE000, 0xFFFD), (0x10000, 0x10FFFF)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cema.plan import Create, Remove, Reuse, Target, Update, diff_packages, make_plan
-from cema.store import Receipt
+from cema.model.plan import Create, Remove, Reuse, Target, Update, diff_packages, make_plan
+from cema.model.receipt import Receipt
 
 
 def receipt(address: str, **packages: str) -> Receipt:

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cema.lock import CondaRecord, LockedPlatform, PipRecord
-from cema.plan import Create, PackageDiff, Plan, Remove, Reuse, Update
-from cema.render import (
+from cema.engines.micromamba.script import (
     Script,
     bash_quote,
     explicit_lines,
@@ -20,7 +18,9 @@ from cema.render import (
     powershell_quote,
     render_script,
 )
-from cema.store import Receipt
+from cema.model.lock import CondaRecord, LockedPlatform, PipRecord
+from cema.model.plan import Create, PackageDiff, Plan, Remove, Reuse, Update
+from cema.model.receipt import Receipt
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("CEMA_UPDATE_GOLDEN") == "1"
@@ -299,7 +299,7 @@ def test_credentials_in_urls_become_environment_variables(shell: str) -> None:
 
 
 def test_bash_puts_the_credentials_back_at_run_time() -> None:
-    from cema.render.common import _bash_word, _Secrets
+    from cema.engines.micromamba.common import _bash_word, _Secrets
 
     bash = shutil.which("bash")
     if bash is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cema.errors import EnvNotFoundError, SpecError
-from cema.spec import current_platform, env_from_dict, load_project, project_from_dict
+from cema.model.spec import current_platform, env_from_dict, load_project, project_from_dict
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -225,7 +225,7 @@ def test_dependency_entries_with_options(tmp_path: Path) -> None:
 def test_dump_round_trips_entries(tmp_path: Path) -> None:
     import yaml
 
-    from cema.spec import dump_project
+    from cema.model.spec import dump_project
 
     data = {
         "version": 1,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cema.store import Receipt
+from cema.model.receipt import Receipt
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

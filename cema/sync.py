@@ -1,4 +1,4 @@
-"""Run a plan: build in staging, publish by rename, pip layer, receipt last, all under a lock."""
+"""Run a plan through a builder: staging, publish by rename, pip layer, receipt last, locked."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import xxhash
-
 from cema import _proc, activation
 from cema.engines import uv
-from cema.engines.base import Engine, NullReporter, Reporter
-from cema.lock import LockedEnv, LockedPlatform, Lockfile
-from cema.plan import Create, Plan, Remove, Target, Update, make_plan
-from cema.store import Receipt, Store
+from cema.engines.builder import Builder, BuildStep, NullReporter, Reporter
+from cema.model.hashing import venv_address
+from cema.model.lock import LockedEnv, LockedPlatform, Lockfile
+from cema.model.plan import Create, Plan, Remove, Target, Update, make_plan
+from cema.model.receipt import Receipt
+from cema.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ def resolve_targets(
         address = content.content_hash
         if content.kind == "venv":
             interpreter = uv.find_interpreter(locked.python, download=download_python)
-            # a venv points at its base interpreter: another interpreter is other content
-            address = xxhash.xxh3_128_hexdigest(f"{address}|{interpreter.identity}".encode())[:24]
+            address = venv_address(address, interpreter.identity)
         out.append(Resolved(env=name, content=content, address=address, interpreter=interpreter))
     return out
 
@@ -123,7 +122,7 @@ def run_install_commands(
         )
 
 
-def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Reporter) -> Path:
+def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Reporter) -> Path:
     """Build and publish one prefix, unless another process did it while we waited."""
     final = store.prefix(item.address)
     with store.prefix_lock(item.address):
@@ -139,14 +138,15 @@ def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Repo
                 assert item.interpreter is not None
                 uv.create_venv(item.interpreter, staging)
             else:
-                engine.install(
+                step = BuildStep(
+                    env=item.env,
                     records=content.conda,
+                    platform=content.platform,
                     staging=staging,
                     final=final,
-                    package_cache=store.package_cache,
-                    platform=content.platform,
-                    reporter=reporter,
+                    package_cache=store.builder_cache(builder.name),
                 )
+                builder.build(step=step, reporter=reporter)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, final)
         except BaseException:
@@ -170,7 +170,7 @@ def build_prefix(store: Store, item: Resolved, *, engine: Engine, reporter: Repo
                     python=item.interpreter.version
                     if item.interpreter
                     else content.python_version(),
-                    engine=engine.name,
+                    engine=builder.name,
                     created=time.time(),
                 ),
             )
@@ -186,34 +186,28 @@ def apply_plan(
     plan: Plan,
     resolved: Sequence[Resolved],
     *,
-    engine: Engine | None,
+    builder: Builder | None,
     reporter: Reporter | None = None,
 ) -> SyncResult:
     """Carry out ``plan``: build what is missing, remove what was pruned, register the project.
 
-    ``engine`` may be None when the plan builds nothing.
+    ``builder`` may be None when the plan builds nothing.
     """
     reporter = reporter or NullReporter()
     by_env = {r.env: r for r in resolved}
     builds = plan.builds
     if builds:
         reporter.start(total=len(builds), label=f"building {len(builds)} environment(s)")
-    actions = plan.actions
-    run_script = getattr(engine, "run_plan", None)
-    if run_script is not None and builds:
-        # a script engine (micromamba) carries out the whole plan: builds and removals
-        run_script(store=store, plan=plan, envs=resolved, reporter=reporter)
-        actions = ()
     for action in plan.actions:
         if isinstance(action, Update):
             change = "; ".join(action.diff.lines()) or "no package changes"
             log.info("updating %s to %s: %s", action.env, store.prefix(action.address), change)
-    for action in actions:
+    for action in plan.actions:
         match action:
             case Create() | Update(build=True):
-                if engine is None:
-                    raise ValueError("this plan builds prefixes: an engine is required")
-                build_prefix(store, by_env[action.env], engine=engine, reporter=NullReporter())
+                if builder is None:
+                    raise ValueError("this plan builds prefixes: a builder is required")
+                build_prefix(store, by_env[action.env], builder=builder, reporter=NullReporter())
                 reporter.advance(step=action.env)
             case Remove(address=address):
                 # re-checked under the prefix's lock: another project may have started using it
@@ -235,13 +229,13 @@ def sync_lock(
     names: Sequence[str],
     *,
     platform: str,
-    engine: Engine | Callable[[], Engine],
+    builder: Builder | Callable[[], Builder],
     prune: bool = False,
     reporter: Reporter | None = None,
 ) -> SyncResult:
     """Make ``store`` match ``lock`` for ``names``, with no solve (what ``--frozen`` does).
 
-    ``engine`` may be a factory: a no-op sync never loads it (importing rattler is most of the
+    ``builder`` may be a factory: a no-op sync never loads it (importing rattler is most of the
     cost of a no-op sync).
     """
     resolved = resolve_targets(lock, names, platform=platform)
@@ -252,8 +246,8 @@ def sync_lock(
         store.update_registration(lock.path, add_pending=pending)
     try:
         plan = plan_sync(store, lock, resolved, prune=prune)
-        chosen = (engine() if callable(engine) else engine) if plan.builds else None
-        return apply_plan(store, lock, plan, resolved, engine=chosen, reporter=reporter)
+        chosen = (builder() if callable(builder) else builder) if plan.builds else None
+        return apply_plan(store, lock, plan, resolved, builder=chosen, reporter=reporter)
     finally:
         if lock.path is not None:
             store.update_registration(lock.path, drop_pending=pending)

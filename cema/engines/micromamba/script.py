@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cema.plan import Create, Plan, Remove, Reuse, Update
-from cema.render.bash import _bash_build, _bash_remove, _render_bash
-from cema.render.common import (
+from cema.engines.micromamba.bash import _bash_build, _bash_remove, _render_bash
+from cema.engines.micromamba.common import (
     DONE_MARKER,
     ENGINE_NAME,
     MICROMAMBA_ROOT,
@@ -23,7 +22,8 @@ from cema.render.common import (
     powershell_quote,
     receipt_for,
 )
-from cema.render.powershell import _ps_build, _ps_remove, _render_powershell
+from cema.engines.micromamba.powershell import _ps_build, _ps_remove, _render_powershell
+from cema.model.plan import Create, Plan, Remove, Reuse, Update
 
 __all__ = [
     "DONE_MARKER",

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from cema._proc import URL_TOKEN, URL_USERINFO
-from cema.lock import CondaRecord, LockedPlatform, PipRecord
-from cema.store import Receipt
+from cema.model.lock import CondaRecord, LockedPlatform, PipRecord
+from cema.model.receipt import Receipt
+from cema.model.spec import conda_name
+from cema.model.urls import URL_TOKEN, URL_USERINFO
 
 Shell = Literal["bash", "powershell"]
 SHELLS: tuple[Shell, ...] = ("bash", "powershell")
@@ -172,7 +173,7 @@ def _ps_word(parts: Sequence[_Part]) -> str:
 
 
 def _dep_name(spec: str) -> str:
-    return re.split(r"[\s=<>!~\[]", spec.strip(), maxsplit=1)[0]
+    return conda_name(spec)
 
 
 def install_order(records: Iterable[CondaRecord]) -> list[CondaRecord]:

@@ -11,8 +11,10 @@ import xxhash
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from cema.model.spec import CONDA_NAME_END
+
 if TYPE_CHECKING:
-    from cema.spec import Dependency, EnvSpec
+    from cema.model.spec import Dependency, EnvSpec
 
 #: Bump when any canonical form below changes: every spec hash and prefix address changes too.
 HASH_SCHEME = 2
@@ -20,13 +22,12 @@ HASH_SCHEME = 2
 # not `*`: "numpy 1.26 *" (any build of 1.26) and "numpy 1.26*" (1.26.x) differ
 _OPERATOR_SPACES = re.compile(r"\s*([=<>!~,|])\s*")
 _WHITESPACE = re.compile(r"\s+")
-_NAME_END = re.compile(r"[\s=<>!~\[]")
 
 
 def normalize_conda_spec(spec: str) -> str:
     """``"NumPy >= 1.26"`` → ``"numpy>=1.26"``: lower-case name, no spaces around operators."""
     text = _WHITESPACE.sub(" ", spec.strip())
-    match = _NAME_END.search(text)
+    match = CONDA_NAME_END.search(text)
     name, rest = (text[: match.start()], text[match.start() :]) if match else (text, "")
     channel, sep, bare = name.rpartition("::")
     name = f"{channel}{sep}{bare.lower()}"
@@ -111,3 +112,12 @@ def content_hash(
     if commands:  # install commands change what is in the prefix: in order, they are content
         payload["commands"] = commands
     return _digest(payload)[:24]
+
+
+def venv_address(content: str, interpreter_identity: str) -> str:
+    """The address of a venv prefix: its content hash and the base interpreter it points at.
+
+    A venv links to its base interpreter, so the same packages on another interpreter are other
+    content.
+    """
+    return xxhash.xxh3_128_hexdigest(f"{content}|{interpreter_identity}".encode())[:24]

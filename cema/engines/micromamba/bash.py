@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cema.render.common import (
+from cema.engines.micromamba.common import (
     DONE_MARKER,
     MICROMAMBA_ROOT,
     ResolvedEnv,

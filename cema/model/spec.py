@@ -9,18 +9,25 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from cema.errors import SpecError
-from cema.validate import FORMAT_VERSION, check_duplicate_keys, validate, validate_cached
+from cema.model.validate import FORMAT_VERSION, check_duplicate_keys, validate, validate_cached
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
 
 SPEC_FILENAME = "cema.yaml"
 DEFAULT_CHANNELS = ("conda-forge",)
+#: where the package name of a conda match spec ends (``numpy>=2``, ``numpy 2.*``, ``numpy[...]``)
+CONDA_NAME_END = re.compile(r"[\s=<>!~\[]")
 ENV_NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Kind = Literal["auto", "conda", "venv"]
+#: a ``python`` request that names one version (``3.11``, ``==3.11.4``, ``3.11.*``)
+_PYTHON_VERSION = re.compile(r"^=?=?\s*(\d+(?:\.\d+)*)(\.\*)?$")
 
 
 def current_platform() -> str:
@@ -338,3 +345,29 @@ def dump_project(project: ProjectSpec) -> str:
         doc["engine"] = project.engine
     doc["environments"] = envs
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def version_request(request: str | None) -> SpecifierSet:
+    """A ``python`` request as a specifier: ``"3.11"`` → ``==3.11.*``; ranges as written."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if not request:
+        return SpecifierSet()
+    match = _PYTHON_VERSION.match(request.strip())
+    if match:
+        version = match.group(1)
+        return SpecifierSet(f"=={version}" if version.count(".") >= 2 else f"=={version}.*")
+    try:
+        return SpecifierSet(request.replace(" ", ""))
+    except InvalidSpecifier:
+        raise SpecError(
+            f"{request!r} is not a Python version constraint",
+            key="python",
+            hint='write a version like "3.11" or a range like ">=3.10,<3.13".',
+        ) from None
+
+
+def conda_name(spec: str) -> str:
+    """The package a conda match spec is about: ``conda-forge::NumPy>=2`` → ``numpy``."""
+    bare = spec.split("::", 1)[-1].strip()
+    return CONDA_NAME_END.split(bare, maxsplit=1)[0].lower()

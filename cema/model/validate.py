@@ -179,7 +179,7 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
 def _validated_marker(text: str) -> Path:
     import xxhash
 
-    from cema import __version__
+    from cema._version import __version__
 
     # the checks are code as well as schema: a new Cema validates every file again
     schema = resources.files("cema").joinpath("schemas/cema.schema.json").read_bytes()

@@ -1,0 +1,74 @@
+"""The original API's command sets (``Commands``) and the shell script that runs them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
+
+from cema.errors import SpecError
+
+__all__ = ["ERROR_MESSAGE", "Commands", "CommandsDict", "commands_for_platform", "script_argv"]
+
+#: what a failing command prints before the script exits 1 (the original's words)
+ERROR_MESSAGE = "Errors encountered during execution. Exited with status:"
+PLATFORM_KEYS = ("all", "linux", "mac", "windows")
+
+
+class CommandsDict(TypedDict, total=False):
+    """Commands per platform: ``all`` first, then those of this OS."""
+
+    all: list[str]
+    linux: list[str]
+    mac: list[str]
+    windows: list[str]
+
+
+Commands = CommandsDict | Mapping[str, Sequence[str]] | Sequence[str]
+
+
+def _platform_key() -> str:
+    return {"darwin": "mac", "win32": "windows"}.get(sys.platform, "linux")
+
+
+def _strings(value: object, what: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise SpecError(
+            f"{what} must be a list of commands, not {type(value).__name__}.",
+            hint='write ["command", ...] or {"all": [...], "linux": [...], ...}.',
+        )
+    if not all(isinstance(item, str) for item in value):
+        raise SpecError(f"{what} must hold strings only.", hint="write each command as a string.")
+    return list(value)
+
+
+def normalized(commands: Commands | None, what: str = "the commands") -> dict[str, list[str]]:
+    """``commands`` as ``{"all"|"linux"|"mac"|"windows": [...]}`` (a list means ``all``)."""
+    if commands is None:
+        return {}
+    if isinstance(commands, Mapping):
+        unknown = sorted(set(commands) - set(PLATFORM_KEYS))
+        if unknown:
+            raise SpecError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} in {what}.",
+                hint="use 'all', 'linux', 'mac' or 'windows'.",
+            )
+        return {key: _strings(value, f"{what}[{key!r}]") for key, value in commands.items()}
+    return {"all": _strings(commands, what)} if commands else {}
+
+
+def commands_for_platform(commands: Commands | None, what: str = "the commands") -> list[str]:
+    """The ``all`` commands, then those for this OS."""
+    sets = normalized(commands, what)
+    return [*sets.get("all", ()), *sets.get(_platform_key(), ())]
+
+
+def script_argv(commands: Sequence[str]) -> list[str]:
+    """``/bin/bash`` (PowerShell on Windows) running ``commands``, stopping at the first failure
+    with the original message and exit status 1."""
+    if sys.platform == "win32":
+        check = f'if (! $?) {{ Write-Output "{ERROR_MESSAGE} $LASTEXITCODE"; exit 1 }}'
+        body = "\n".join(f"{command}\n{check}" for command in commands)
+        return ["powershell", "-NoProfile", "-ExecutionPolicy", "ByPass", "-Command", body]
+    check = f'status=$?; if [ $status -ne 0 ]; then echo "{ERROR_MESSAGE} $status"; exit 1; fi'
+    return ["/bin/bash", "-c", "\n".join(f"{command}\n{check}" for command in commands)]

@@ -1,0 +1,149 @@
+"""``ExternalEnvironment``: an env of the original API, run through a worker process."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from cema._internal.command_generator import commands_for_platform, script_argv
+from cema._internal.exceptions import ExecutionException
+from cema.environment import POPEN_DEFAULTS, Environment
+from cema.errors import RemoteError, WorkerError
+
+if TYPE_CHECKING:
+    from cema._internal.command_generator import Commands
+    from cema.environment_manager import EnvironmentManager
+    from cema.runtime import ModuleProxy
+
+__all__ = ["ExternalEnvironment"]
+
+
+def _missing_file(modulePath: str | Path) -> None:
+    path = str(modulePath)
+    if path.endswith(".py") and not Path(path).is_file():
+        raise ModuleNotFoundError(f"No module named {path!r} (no such file).", name=path)
+
+
+class ExternalEnvironment(Environment):
+    """A conda env in ``<condaPath>/envs/<name>`` (a link to its content-addressed prefix)."""
+
+    def __init__(
+        self,
+        name: str,
+        environmentManager: EnvironmentManager,
+        *,
+        prefix: Path | None = None,
+        kind: str = "conda",
+        variables: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        where = prefix or environmentManager.envPath(name).resolve()
+        super().__init__(name, where, kind=kind, variables=variables)
+        self.environmentManager = environmentManager
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The worker's process while launched, else None."""
+        worker = self._worker
+        if worker is None or not worker.alive():
+            return None
+        proc: subprocess.Popen[bytes] = worker._session.proc
+        return proc
+
+    def launch(  # type: ignore[override]
+        self,
+        additionalActivateCommands: Commands | None = None,
+        logOutputInThread: bool = True,
+    ) -> None:
+        """Start the worker (a second call while it runs does nothing)."""
+        extra = {
+            "all": commands_for_platform(additionalActivateCommands, "additionalActivateCommands")
+        }
+        super().launch(
+            additional_activate_commands=extra if extra["all"] else None,
+            log_output_in_thread=logOutputInThread,
+        )
+
+    def _worker_or_raise(self) -> None:
+        if not self.launched():
+            raise WorkerError(
+                f"environment {self.name!r} is not launched: call env.launch() first.",
+                hint="env.launch() starts its worker; env.exit() stops it.",
+            )
+
+    def importModule(self, modulePath: str | Path) -> ModuleProxy:
+        """A proxy whose functions run in the env."""
+        self._worker_or_raise()
+        _missing_file(modulePath)
+        return cast("ModuleProxy", super().import_module(modulePath))
+
+    import_module = importModule  # type: ignore[assignment]
+
+    def execute(  # type: ignore[override]
+        self,
+        modulePath: str | Path,
+        function: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Run ``modulePath.function(*args, **kwargs)`` in the env and return the result."""
+        self._worker_or_raise()
+        _missing_file(modulePath)
+        assert self._worker is not None
+        if function not in self._worker.functions(str(modulePath)):
+            message = f"Module {modulePath} has no function {function}."
+            raise ExecutionException({"exception": message, "traceback": []})
+        try:
+            return super().execute(modulePath, function, args, kwargs)
+        except RemoteError as exc:
+            lines = exc.remote_traceback.splitlines()
+            raise ExecutionException(
+                {"exception": f"{exc.remote_type}: {exc.remote_message}", "traceback": lines}
+            ) from exc
+        except WorkerError:
+            raise
+        except Exception as exc:
+            text = getattr(exc, "__cema_remote_traceback__", "")
+            raise ExecutionException(
+                {"exception": f"{type(exc).__name__}: {exc}", "traceback": text.splitlines()}
+            ) from exc
+
+    def executeCommands(
+        self,
+        commands: Commands,
+        additionalActivateCommands: Commands | None = None,
+        popenKwargs: Mapping[str, Any] | None = None,
+    ) -> subprocess.Popen[Any]:
+        """Run ``commands`` with bash (PowerShell on Windows) in the activated env."""
+        return self.environmentManager.executeCommands(
+            self.name, commands, additionalActivateCommands, popenKwargs
+        )
+
+    execute_commands = executeCommands  # type: ignore[assignment]
+
+    def popen(
+        self,
+        commands: Commands,
+        additionalActivateCommands: Commands | None,
+        popenKwargs: Mapping[str, Any] | None,
+    ) -> subprocess.Popen[Any]:
+        """The ``Popen`` of ``commands`` in this env, with the original defaults."""
+        script = commands_for_platform(commands)
+        extra = commands_for_platform(additionalActivateCommands, "additionalActivateCommands")
+        kwargs = {**POPEN_DEFAULTS, **(popenKwargs or {})}
+        kwargs["env"] = self.environ(
+            kwargs.get("env"), additional_activate_commands={"all": extra} if extra else None
+        )
+        return subprocess.Popen(script_argv(script), **kwargs)
+
+    def install(  # type: ignore[override]
+        self, dependencies: Mapping[str, Any], additionalInstallCommands: Commands | None = None
+    ) -> list[str]:
+        """Add ``dependencies``; returns the output lines."""
+        return self.environmentManager.install(self.name, dependencies, additionalInstallCommands)
+
+    def exit(self) -> None:
+        """Stop the worker and every child it started; the manager forgets this env."""
+        super().exit()
+        self.environmentManager._forget(self)

@@ -1,0 +1,229 @@
+"""Reading and writing ``cema.lock``: deterministic YAML, schema and content-hash checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import xxhash
+import yaml
+
+from cema._fs import atomic_write
+from cema.errors import LockError
+from cema.model import _yaml
+from cema.model.lock import (
+    LOCK_FILENAME,
+    LOCK_VERSION,
+    CondaRecord,
+    LockedEnv,
+    LockedPlatform,
+    Lockfile,
+    PipRecord,
+)
+from cema.model.urls import from_portable, redact_url, to_portable
+
+_HEADER = (
+    "# Written by `cema lock`: the exact packages of every environment.\n"
+    "# Commit it; do not edit it by hand (`cema lock` rewrites it, `cema sync` installs it).\n"
+)
+
+# libyaml parses big locks much faster; fall back to pure Python without it
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def to_doc(lock: Lockfile) -> dict[str, Any]:
+    """The lock as plain data, sorted, with local channels relative to the lock's folder."""
+    base = lock.path.parent if lock.path else None
+    envs: dict[str, Any] = {}
+    for name in sorted(lock.envs):
+        env = lock.envs[name]
+        body: dict[str, Any] = {"spec-hash": env.spec_hash, "kind": env.kind}
+        if env.python is not None:
+            body["python"] = env.python
+        platforms: dict[str, Any] = {}
+        for plat in sorted(env.platforms):
+            content = env.platforms[plat]
+            conda = []
+            for rec in sorted(content.conda, key=lambda r: (r.name, r.subdir)):
+                data = rec.as_dict()
+                data["channel"] = to_portable(rec.channel, base)
+                data["url"] = to_portable(rec.url, base)
+                conda.append(data)
+            platforms[plat] = {
+                "content-hash": content.content_hash,
+                **({"omitted": sorted(content.omitted)} if content.omitted else {}),
+                **({"commands": list(content.commands)} if content.commands else {}),
+                "conda": conda,
+                "pip": [
+                    {**r.as_dict(), "url": redact_url(r.url)}
+                    for r in sorted(content.pip, key=lambda r: r.name)
+                ],
+            }
+        body["platforms"] = platforms
+        envs[name] = body
+    return {"version": LOCK_VERSION, "environments": envs}
+
+
+def to_yaml(lock: Lockfile) -> str:
+    """The lock as deterministic, sorted, diff-friendly YAML."""
+    return _HEADER + _yaml.dump(to_doc(lock))
+
+
+def write_lock(lock: Lockfile, path: Path | None = None, *, cache_dir: Path | None = None) -> Path:
+    """Write the lock atomically and durably: never half written."""
+    target = Path(path or lock.path or LOCK_FILENAME).resolve()
+    doc = to_doc(replace(lock, path=target))
+    text = _HEADER + _yaml.dump(doc)
+    atomic_write(target, text)
+    _remember(_cache_file(cache_dir, text, target.parent), doc)
+    return target
+
+
+def _remember(cache: Path | None, doc: Any) -> None:
+    """Keep a JSON copy of a checked lock document (best effort)."""
+    if cache is None:
+        return
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, json.dumps(doc), durable=False)
+    except OSError:  # a read-only cache only costs speed
+        pass
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _conda_from(data: Mapping[str, Any], base: Path | None) -> CondaRecord:
+    return CondaRecord(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        build=str(data["build"]),
+        build_number=int(data["build_number"]),
+        subdir=str(data["subdir"]),
+        noarch=data.get("noarch"),
+        depends=tuple(data.get("depends", ())),
+        constrains=tuple(data.get("constrains", ())),
+        channel=from_portable(str(data["channel"]), base),
+        url=from_portable(str(data["url"]), base),
+        sha256=str(data["sha256"]),
+        md5=data.get("md5"),
+        size=data.get("size"),
+        timestamp=data.get("timestamp"),
+        no_deps=bool(data.get("no_deps", False)),
+    )
+
+
+def _pip_from(data: Mapping[str, Any]) -> PipRecord:
+    return PipRecord(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        url=str(data["url"]),
+        sha256=str(data["sha256"]),
+        no_deps=bool(data.get("no_deps", False)),
+    )
+
+
+def _schema_error(doc: Any, path: Path) -> LockError:
+    """Describe why ``doc`` breaks the lock schema (only on the slow, broken path)."""
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(
+        resources.files("cema").joinpath("schemas/cema-lock.schema.json").read_text("utf-8")
+    )
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(doc)
+    )
+    where = ".".join(str(p) for p in error.absolute_path) if error else ""
+    detail = f" at {where}: {error.message}" if error else ""
+    return LockError(
+        f"{path} is not a valid Cema lock{detail}.",
+        hint="it was probably edited by hand or by another tool: run `cema lock` to rewrite it.",
+    )
+
+
+def _cache_file(cache_dir: Path | None, text: str, base: Path) -> Path | None:
+    if cache_dir is None:
+        return None
+    key = xxhash.xxh3_128_hexdigest(f"{LOCK_VERSION}\0{base}\0{text}".encode())
+    return cache_dir / f"{key}.json"
+
+
+def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
+    """Read ``cema.lock``, checking its structure and that no record was edited by hand.
+
+    With ``cache_dir``, a lock read before is taken from a JSON copy keyed by its exact text
+    (already checked then): a no-op ``cema sync`` does not pay for YAML parsing.
+    """
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LockError(
+            f"there is no lock at {path}.", hint="run `cema lock` to resolve the environments."
+        ) from None
+    cache = _cache_file(cache_dir, text, path.parent)
+    if cache is not None:
+        try:
+            return _build(json.loads(cache.read_text("utf-8")), path, verify=False)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no (usable) copy: read the YAML
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (C or Python)
+    except yaml.YAMLError as exc:
+        raise LockError(
+            f"{path} is not valid YAML ({exc}).", hint="run `cema lock` to rewrite it."
+        ) from None
+    if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION:
+        found = doc.get("version") if isinstance(doc, dict) else None
+        raise LockError(
+            f"{path} has lock format version {found!r}; this Cema reads {LOCK_VERSION}.",
+            hint="run `cema lock` to rewrite it with this version of Cema.",
+        )
+    lock = _build(doc, path, verify=True)
+    _remember(cache, doc)
+    return lock
+
+
+def _build(doc: Any, path: Path, *, verify: bool) -> Lockfile:
+    """Lock objects from a parsed document; ``verify`` checks every content-hash."""
+    base = path.parent
+    envs: dict[str, LockedEnv] = {}
+    try:
+        for name, body in doc["environments"].items():
+            platforms = {}
+            for plat, content in body["platforms"].items():
+                locked = LockedPlatform(
+                    platform=str(plat),
+                    kind=str(body["kind"]),
+                    conda=tuple(_conda_from(r, base) for r in content.get("conda") or ()),
+                    pip=tuple(_pip_from(r) for r in content.get("pip") or ()),
+                    omitted=tuple(str(o) for o in content.get("omitted") or ()),
+                    commands=tuple(str(c) for c in content.get("commands") or ()),
+                )
+                if verify and locked.content_hash != content.get("content-hash"):
+                    raise LockError(
+                        f"{path}: the records of environment {name!r} on {plat} do not match"
+                        " their content-hash: the lock was edited by hand.",
+                        hint="run `cema lock` to resolve it again (or restore the file from git).",
+                    )
+                platforms[str(plat)] = locked
+            envs[str(name)] = LockedEnv(
+                name=str(name),
+                spec_hash=str(body["spec-hash"]),
+                kind=str(body["kind"]),
+                python=body.get("python"),
+                platforms=platforms,
+            )
+    except LockError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _schema_error(doc, path) from None
+    return Lockfile(path=path, envs=envs)
