@@ -401,3 +401,16 @@ def environ_after(commands: Sequence[str], env: Mapping[str, str]) -> dict[str, 
     )
     result: dict[str, str] = json.loads(out.stdout.rstrip().splitlines()[-1])
     return result
+
+
+__all__ = [
+    "CAMEL_KEYWORDS",
+    "POPEN_DEFAULTS",
+    "ActivateCommands",
+    "Environment",
+    "Installer",
+    "camel_keywords",
+    "commands_for_this_os",
+    "environ_after",
+    "shell_argv",
+]

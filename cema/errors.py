@@ -155,3 +155,24 @@ class RemoteError(WorkerError):
         self.remote_type = remote_type
         self.remote_message = message
         self.remote_traceback = remote_traceback
+
+
+__all__ = [
+    "CemaError",
+    "CommandFailedError",
+    "EngineError",
+    "EngineUnavailableError",
+    "EnvBusyError",
+    "EnvError",
+    "EnvNotFoundError",
+    "LockError",
+    "ProtocolError",
+    "RemoteError",
+    "SolveError",
+    "SpecError",
+    "StaleLockError",
+    "WorkerCrashedError",
+    "WorkerError",
+    "WorkerStartError",
+    "WorkerTimeoutError",
+]

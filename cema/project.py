@@ -222,3 +222,10 @@ class Project:
                 hint=f"run `cema sync -e {name}`.",
             )
         return self.store.prefix(address)
+
+
+__all__ = [
+    "Project",
+    "SyncMode",
+    "find_spec_file",
+]

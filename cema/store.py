@@ -290,3 +290,13 @@ class Store:
                 with contextlib.suppress(OSError):
                     if now - entry.stat().st_mtime >= age_s:
                         shutil.rmtree(entry, ignore_errors=True)
+
+
+__all__ = [
+    "PREFIX_LOCK_TIMEOUT_S",
+    "RECEIPT_NAME",
+    "Registration",
+    "Store",
+    "default_store_root",
+    "venv_python",
+]

@@ -251,3 +251,15 @@ def sync_lock(
     finally:
         if lock.path is not None:
             store.update_registration(lock.path, drop_pending=pending)
+
+
+__all__ = [
+    "Resolved",
+    "SyncResult",
+    "apply_plan",
+    "build_prefix",
+    "plan_sync",
+    "resolve_targets",
+    "run_install_commands",
+    "sync_lock",
+]

@@ -64,3 +64,11 @@ class Builder(Protocol):
     def build(self, *, step: BuildStep, reporter: Reporter) -> None:
         """Write ``step.records`` into ``step.staging`` with ``step.final`` patched in."""
         ...
+
+
+__all__ = [
+    "BuildStep",
+    "Builder",
+    "NullReporter",
+    "Reporter",
+]

@@ -39,3 +39,9 @@ def default_solver() -> Solver:
     from cema.engines.rattler import RattlerEngine
 
     return RattlerEngine()
+
+
+__all__ = [
+    "Solver",
+    "default_solver",
+]

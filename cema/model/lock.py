@@ -194,3 +194,16 @@ def check_fresh(project: ProjectSpec, lock: Lockfile, names: Sequence[str] = ())
             f"{lock.path or 'the lock'} is out of date ({'; '.join(parts)}).",
             hint="run `cema lock` and commit cema.lock.",
         )
+
+
+__all__ = [
+    "LOCK_FILENAME",
+    "LOCK_VERSION",
+    "CondaRecord",
+    "LockedEnv",
+    "LockedPlatform",
+    "Lockfile",
+    "PipRecord",
+    "check_fresh",
+    "stale_envs",
+]

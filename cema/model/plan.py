@@ -181,3 +181,17 @@ def make_plan(
             if address not in keep and address in ready:
                 actions.append(Remove(address=address, was=by_address[address]))
     return Plan(actions=tuple(actions))
+
+
+__all__ = [
+    "Action",
+    "Create",
+    "PackageDiff",
+    "Plan",
+    "Remove",
+    "Reuse",
+    "Target",
+    "Update",
+    "diff_packages",
+    "make_plan",
+]

@@ -59,3 +59,9 @@ class Receipt:
             conda=tuple((str(n), str(v)) for n, v in data["conda"]),
             pip=tuple((str(n), str(v)) for n, v in data["pip"]),
         )
+
+
+__all__ = [
+    "RECEIPT_VERSION",
+    "Receipt",
+]

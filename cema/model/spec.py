@@ -371,3 +371,26 @@ def conda_name(spec: str) -> str:
     """The package a conda match spec is about: ``conda-forge::NumPy>=2`` → ``numpy``."""
     bare = spec.split("::", 1)[-1].strip()
     return CONDA_NAME_END.split(bare, maxsplit=1)[0].lower()
+
+
+__all__ = [
+    "COMMAND_KEYS",
+    "CONDA_NAME_END",
+    "DEFAULT_CHANNELS",
+    "ENV_NAME_RE",
+    "SPEC_FILENAME",
+    "Dependency",
+    "EnvSpec",
+    "Kind",
+    "ProjectSpec",
+    "check_env_name",
+    "conda_name",
+    "current_platform",
+    "dump_project",
+    "env_from_dict",
+    "iter_envs",
+    "load_project",
+    "platform_family",
+    "project_from_dict",
+    "version_request",
+]
