@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from cema._version import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cema.environment import Environment
+    from cema.environment_manager import EnvironmentManager
     from cema.errors import (
         CemaError,
         CommandFailedError,
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
         WorkerStartError,
         WorkerTimeoutError,
     )
-    from cema.manager import EnvironmentManager
+    from cema.external_environment import ExternalEnvironment
+    from cema.internal_environment import InternalEnvironment
     from cema.model.spec import EnvSpec, ProjectSpec, load_project
     from cema.project import Project
     from cema.store import Store
@@ -59,7 +61,9 @@ _ERRORS = (
 _WHERE: dict[str, str] = {
     **dict.fromkeys(_ERRORS, "cema.errors"),
     "Environment": "cema.environment",
-    "EnvironmentManager": "cema.manager",
+    "EnvironmentManager": "cema.environment_manager",
+    "ExternalEnvironment": "cema.external_environment",
+    "InternalEnvironment": "cema.internal_environment",
     "EnvSpec": "cema.model.spec",
     "ProjectSpec": "cema.model.spec",
     "load_project": "cema.model.spec",
@@ -78,6 +82,8 @@ __all__ = [
     "EnvSpec",
     "Environment",
     "EnvironmentManager",
+    "ExternalEnvironment",
+    "InternalEnvironment",
     "LockError",
     "Project",
     "ProjectSpec",
@@ -100,7 +106,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'cema' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(__import__(module, fromlist=[name]), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value
 

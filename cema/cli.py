@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+# `cema --version` and `--help` must cost little more than the interpreter's start-up: this
+# module imports argparse and the version only; each command imports what it uses.
 import argparse
-import contextlib
-import json
-import logging
 import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 from cema._version import __version__
 from cema.errors import CemaError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, TextIO
+
     from cema.model.plan import Plan
     from cema.project import Project, SyncMode
-
-log = logging.getLogger("cema")
 
 STARTER = """\
 # Cema project: `cema lock` resolves it into cema.lock, `cema sync` builds the environments.
@@ -145,6 +142,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     plan = project.plan(names=args.env or (), prune=args.prune, mode="locked")
     if args.json:
+        import json
+
         print(json.dumps(plan.to_json(), indent=2))
     else:
         _print_plan(plan, project)
@@ -193,6 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     receipt = project.store.receipt(prefix.name)
     kind = receipt.kind if receipt else env_spec.resolved_kind
     env = activated_environ(prefix, kind=kind, name=args.name, variables=env_spec.variables)
+    import shutil
+    import subprocess
+
     exe = shutil.which(command[0], path=env["PATH"]) or command[0]
     try:
         return subprocess.call([exe, *command[1:]], env=env)
@@ -282,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declarative, locked, content-addressed conda and pip envs.",
         parents=[_common_options(None)],
     )
-    parser.add_argument("--version", action="version", version=f"cema {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"cema {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
@@ -351,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    import logging
+
     level = (
         logging.ERROR
         if quiet
@@ -361,8 +365,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cema`` command: user errors print ``error:``/``hint:`` and exit 1."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    if given in (["--version"], ["-V"]):  # the common probe, answered before argparse is built
+        print(f"cema {__version__}")
+        raise SystemExit(0)  # what argparse's version action does
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))
@@ -392,6 +400,9 @@ def entry() -> None:
     returns; finalizing the interpreter under them crashes (SIGSEGV/SIGABRT) after the work is
     done. Nothing is left to clean up here: flush what was written and exit at once.
     """
+    import contextlib
+    import logging
+
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 
 def _rebuild(cls: type[CemaError], args: tuple[Any, ...], state: dict[str, Any]) -> CemaError:

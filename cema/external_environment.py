@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cema._internal.command_generator import commands_for_platform, script_argv
 from cema._internal.exceptions import ExecutionException
@@ -14,10 +14,39 @@ from cema.errors import RemoteError, WorkerError
 
 if TYPE_CHECKING:
     from cema._internal.command_generator import Commands
-    from cema.environment_manager import EnvironmentManager
     from cema.runtime import ModuleProxy
 
-__all__ = ["ExternalEnvironment"]
+__all__ = ["ExternalEnvironment", "OriginalManager"]
+
+
+class OriginalManager(Protocol):
+    """What an env of the original API asks of its manager (``cema.environment_manager``).
+
+    A protocol, so that the envs never import the manager module, not even for typing.
+    """
+
+    def envPath(self, name: str) -> Path:
+        """``<condaPath>/envs/<name>``."""
+
+    def executeCommands(
+        self,
+        environmentName: str | None,
+        commands: Commands,
+        additionalActivateCommands: Commands | None = None,
+        popenKwargs: Mapping[str, Any] | None = None,
+    ) -> subprocess.Popen[Any]:
+        """Run ``commands`` in the env ``environmentName``."""
+
+    def install(
+        self,
+        environmentName: str | None,
+        dependencies: Mapping[str, Any],
+        additionalInstallCommands: Commands | None = None,
+    ) -> list[str]:
+        """Add ``dependencies`` to the env ``environmentName``."""
+
+    def _forget(self, environment: Environment) -> None:
+        """Drop ``environment`` from the manager's ``environments``."""
 
 
 def _missing_file(modulePath: str | Path) -> None:
@@ -32,7 +61,7 @@ class ExternalEnvironment(Environment):
     def __init__(
         self,
         name: str,
-        environmentManager: EnvironmentManager,
+        environmentManager: OriginalManager,
         *,
         prefix: Path | None = None,
         kind: str = "conda",
@@ -46,10 +75,7 @@ class ExternalEnvironment(Environment):
     def process(self) -> subprocess.Popen[bytes] | None:
         """The worker's process while launched, else None."""
         worker = self._worker
-        if worker is None or not worker.alive():
-            return None
-        proc: subprocess.Popen[bytes] = worker._session.proc
-        return proc
+        return worker.process if worker is not None and worker.alive() else None
 
     def launch(  # type: ignore[override]
         self,

@@ -12,7 +12,7 @@ from cema.environment import Environment, _import_locally
 
 if TYPE_CHECKING:
     from cema._internal.command_generator import Commands
-    from cema.environment_manager import EnvironmentManager
+    from cema.external_environment import OriginalManager
 
 __all__ = ["InternalEnvironment"]
 
@@ -28,9 +28,7 @@ def import_file(modulePath: str | Path) -> ModuleType:
 class InternalEnvironment(Environment):
     """The environment Cema runs in (``manager.mainEnvironment``): always launched."""
 
-    def __init__(
-        self, name: Path | str | None, environmentManager: EnvironmentManager | None
-    ) -> None:
+    def __init__(self, name: Path | str | None, environmentManager: OriginalManager | None) -> None:
         super().__init__("main" if name is None else str(name), None, kind="main")
         #: the main conda prefix given to the manager, or None
         self.path = None if name is None else Path(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,6 +83,11 @@ class Worker:
         if info.get("protocol") != protocol.PROTOCOL_VERSION:  # launch checks; belt and braces
             raise ProtocolError(f"Worker {name!r} speaks protocol {info.get('protocol')}.")
         return cls(name, Session(name, launched), info)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The worker's process (read-only; ``close()`` is how to stop it)."""
+        return self._session.proc
 
     def alive(self) -> bool:
         """Whether the worker process runs and takes calls."""

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cema import EnvironmentManager
+from cema.manager import EnvironmentManager
 
 here = Path(__file__).parent
 

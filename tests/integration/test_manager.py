@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 import cema
-from cema import EnvironmentManager
 from cema.errors import CemaError, EnvNotFoundError, SpecError
-from cema.manager import main_env_satisfies
+from cema.manager import EnvironmentManager, main_env_satisfies
 from cema.model.lockio import read_lock
 from cema.model.spec import current_platform, load_project
 from cema.store import RECEIPT_NAME

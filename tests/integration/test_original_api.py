@@ -75,7 +75,7 @@ def test_the_original_names_and_signatures() -> None:
     from cema import EnvironmentManager as Top
     from cema import logger
 
-    assert Top is not None
+    assert Top is EnvironmentManager  # `from cema import` gives the original API
     logger.setLogLevel(logging.DEBUG)
     assert logging.getLogger("cema").level == logging.DEBUG
 
