@@ -6,7 +6,6 @@ import collections
 import contextlib
 import logging
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cema.errors import CommandFailedError
+from cema.model.urls import redact
 
 log = logging.getLogger(__name__)
 OUTPUT_TAIL_LINES = 25
@@ -23,15 +23,6 @@ STOP_TIMEOUT_S = 10.0
 TERMINATE_GRACE_S = 2.0
 #: SIGKILL where it exists (Windows kills with taskkill instead)
 SIGKILL: int = getattr(signal, "SIGKILL", signal.SIGTERM)
-#: credentials in URLs, as logs and scripts hide them (broadly: hiding too much is harmless
-#: there; the lock, which drops them, uses a stricter token pattern in cema.lock)
-URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<secret>[^/@\s]+)@", re.IGNORECASE)
-URL_TOKEN = re.compile(r"/t/(?P<secret>[^/\s]+)/")
-
-
-def redact(text: str) -> str:
-    """Hide credentials in URLs (``user:pass@``, anaconda.org ``/t/<token>/``)."""
-    return URL_TOKEN.sub("/t/***/", URL_USERINFO.sub(r"\g<scheme>***@", text))
 
 
 def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
