@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def atomic_write(
     folder is synced too, so the new file survives a power cut. Caches pass ``durable=False``.
     """
     raw = data.encode(encoding) if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(16).hex()}.tmp")
     try:
         with tmp.open("wb") as fh:
             fh.write(raw)

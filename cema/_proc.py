@@ -1,14 +1,38 @@
 """The one helper that runs subprocesses: logs, captures, raises with a tail; one stop ladder."""
 
+# Children die with us. On Linux every child gets the parent-death signal (SIGKILL), set after
+# fork and before exec (``preexec_fn``; kept across exec), so a `kill -9` of the host (or of
+# `cema sync`) ends its workers and its uv / micromamba at once, even a worker stuck in C code
+# holding the GIL, whose own host watch (EOF on stdin) cannot run then. After the prctl the
+# child compares getppid() with the pid it was forked from: a host that died before the prctl
+# took effect is caught too.
+#
+# The gotcha: the kernel sends that signal when the *thread* that forked the child ends, not the
+# process, and hosts start workers from short-lived threads (Dask, thread pools). So a child is
+# forked either by the main thread (which lives as long as the process: CPython waits in it for
+# the other threads at exit) or, from any other thread, by one long-lived daemon thread of ours
+# (`_Spawner`) that does nothing else. `run` and `stream` block their thread until the child
+# ends (and stop it when interrupted), so their children cannot outlive the forking thread.
+# The price of ``preexec_fn``: fork instead of vfork, a few milliseconds in a big host.
+#
+# Elsewhere (no such signal): macOS would need a watcher outside the GIL (a kqueue NOTE_EXIT on
+# the host's pid in a helper process); Windows, a job object with KILL_ON_JOB_CLOSE holding the
+# children. Neither is done: there, workers exit on EOF of their stdin (a watch thread), which
+# covers every case but C code holding the GIL forever; engines run until they finish.
+
 from __future__ import annotations
 
 import collections
 import contextlib
 import logging
 import os
+import queue
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +67,7 @@ def run(
     argv = [str(c) for c in cmd]
     log.debug("running: %s", redact(" ".join(argv)))
     try:
+        # forked in this thread, which waits for the child (or kills it when interrupted)
         proc = subprocess.run(
             argv,
             env=dict(env) if env is not None else None,
@@ -51,6 +76,7 @@ def run(
             text=True,
             timeout=timeout_s,
             check=False,
+            preexec_fn=die_with_parent(),
         )
     except FileNotFoundError:
         raise CommandFailedError(f"{what} failed: {argv[0]} was not found.", hint=hint) from None
@@ -124,23 +150,125 @@ def spawn(
 ) -> subprocess.Popen[Any]:
     """Start ``argv`` in a process group of its own, so ``stop`` can signal its whole tree.
 
-    POSIX: a new session (the group id is the child's pid). ``text``: line-buffered text, with
-    undecodable bytes replaced.
+    POSIX: a new session (the group id is the child's pid). Linux: the child dies with this
+    process (the parent-death signal), whichever thread calls. ``text``: line-buffered text,
+    with undecodable bytes replaced.
     """
     options: dict[str, Any] = {"text": True, "errors": "replace", "bufsize": 1} if text else {}
     if os.name == "nt":  # pragma: no cover - Windows
         options["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
     else:
-        options.update(start_new_session=True, pass_fds=tuple(pass_fds))
-    return subprocess.Popen(
-        list(argv),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        **options,
-    )
+        options.update(
+            start_new_session=True, pass_fds=tuple(pass_fds), preexec_fn=die_with_parent()
+        )
+
+    def popen() -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            **options,
+        )
+
+    if options.get("preexec_fn") is None or threading.current_thread() is threading.main_thread():
+        return popen()
+    return _SPAWNER.run(popen)  # this thread may end before the child: fork in a lasting one
+
+
+#: prctl(2) option: the signal a process gets when its parent (thread) dies
+PR_SET_PDEATHSIG = 1
+
+
+@cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, resolved in the parent (the child only calls it), or None."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed when this process dies (Linux), else None.
+
+    The child is killed when the forking *thread* ends: see the top of this module.
+    """
+    prctl = _prctl() if sys.platform.startswith("linux") else None
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child between fork and exec: no locks, no logging
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # we died before the prctl: follow at once
+            os.kill(os.getpid(), SIGKILL)
+
+    return preexec
+
+
+class _Job:
+    __slots__ = ("done", "error", "make", "proc")
+
+    def __init__(self, make: Callable[[], subprocess.Popen[Any]]) -> None:
+        self.make = make
+        self.done = threading.Event()
+        self.proc: subprocess.Popen[Any] | None = None
+        self.error: BaseException | None = None
+
+
+class _Spawner:
+    """One long-lived daemon thread that forks the children of threads that may end sooner."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._pid = 0  # the process whose thread serves _jobs (a forked child starts anew)
+
+    def run(self, make: Callable[[], subprocess.Popen[Any]]) -> subprocess.Popen[Any]:
+        job = _Job(make)
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._serve, args=(self._jobs,), name="cema-spawner", daemon=True
+                ).start()
+            self._jobs.put(job)
+        try:
+            job.done.wait()
+        except BaseException:  # interrupted while the fork runs: wait for it, then undo it
+            job.done.wait()
+            if job.proc is not None:
+                signal_group(job.proc, SIGKILL)
+                job.proc.wait()
+            raise
+        if job.error is not None:
+            raise job.error
+        assert job.proc is not None
+        return job.proc
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            job = jobs.get()
+            try:
+                job.proc = job.make()
+            except BaseException as exc:  # the caller raises it
+                job.error = exc
+            finally:
+                job.done.set()
+            del job
+
+
+_SPAWNER = _Spawner()
 
 
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:

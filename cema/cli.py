@@ -177,6 +177,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check the installed files of the project's envs against their package records."""
+    from cema.verify import check_env, summary
+
+    project = _project(args)
+    names = [project.spec.env(n).name for n in args.env] if args.env else None
+    registration = project.store.registration(project.lock_path)
+    checks = []
+    for name in names or sorted(project.spec.environments):
+        address = registration.envs.get(name) if registration else None
+        check = check_env(project.store, name, address, full=args.full)
+        checks.append(check)
+        if not (check.ok and args.quiet):
+            print("\n".join(check.lines(limit=None if args.verbose else 20)))
+    failed = summary(checks)
+    if failed:
+        raise CemaError(failed)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a command inside an activated env."""
     from cema.activation import activated_environ
@@ -339,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("verify", parents=[common], help="check the installed files of the envs")
+    p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+    p.add_argument("--full", action="store_true", help="also hash every file (slower)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("run", parents=[common], help="run a command in an activated env")
     p.add_argument("name", metavar="NAME")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -18,9 +20,9 @@ from cema import logger as cema_logger
 from cema._fs import atomic_write
 from cema._internal.command_generator import Commands, commands_for_platform, normalized
 from cema._internal.command_generator import script_argv as _script_argv
-from cema._internal.dependency_manager import Dependencies, check_platforms
+from cema._internal.dependency_manager import Dependencies, check_dependencies, selected
 from cema.environment import POPEN_DEFAULTS, Environment
-from cema.errors import EnvNotFoundError, SpecError
+from cema.errors import CommandFailedError, EngineUnavailableError, EnvNotFoundError, SpecError
 from cema.external_environment import ExternalEnvironment
 from cema.internal_environment import InternalEnvironment
 from cema.manager import EnvironmentManager as _Core
@@ -44,10 +46,17 @@ class SettingsManager:
         self.setCondaPath(condaPath)
 
     def setCondaPath(self, condaPath: str | Path) -> None:
-        """Use the root ``condaPath`` (relative to the working directory)."""
+        """Use the root ``condaPath`` (relative to the working directory) and its ``.mambarc``.
+
+        As in the original, the proxies already set are kept unless that ``.mambarc`` names its
+        own (``proxy_servers``, or the ``proxies`` key the original read).
+        """
         self.condaPath = Path(condaPath).expanduser().resolve()
         self.condaBinConfig = f'{self.condaBin} --rc-file "{self.mambarc}"'
-        self.proxies = self.config().get("proxy_servers") or None
+        config = self.config()
+        found = config.get("proxy_servers") or config.get("proxies")
+        if isinstance(found, Mapping) and found:
+            self.proxies = {str(k): str(v) for k, v in found.items()}
 
     @property
     def mambarc(self) -> Path:
@@ -129,7 +138,8 @@ class EnvironmentManager:
         return core
 
     def setCondaPath(self, condaPath: str | Path) -> None:
-        """Switch to the root ``condaPath`` (its envs, its ``.mambarc``)."""
+        """Switch to the root ``condaPath``: later calls find, make and run envs there (with its
+        ``.mambarc``); envs of the old root stay in ``environments`` and keep working."""
         self.settingsManager.setCondaPath(condaPath)
         self._core = self._make_core()
 
@@ -192,20 +202,22 @@ class EnvironmentManager:
         what ``dependencies`` asks (and ``forceExternal`` is false)."""
         check_env_name(environment)
         deps: dict[str, Any] = dict(dependencies or {})
-        known = self.environments.get(environment)
+        known = self._known(environment)
         if isinstance(known, ExternalEnvironment | InternalEnvironment):
             return known
         if self.environmentExists(environment):
             return self._existing(environment)
         install = normalized(additionalInstallCommands, "additionalInstallCommands")
-        check_platforms(deps)
+        check_dependencies(deps)
         if not forceExternal and self._main_satisfies(deps):
             return self.mainEnvironment
         body = {"kind": "conda", **deps, "python": _check_python(deps)}
         mambarc = self.settingsManager.config().get("channels")
         if mambarc and "channels" not in body:
             body["channels"] = list(mambarc)
-        made = self._core.create(environment, body, install or None, force_external=True)
+        made = self._core.create(
+            environment, body, _in_the_callers_cwd(install), force_external=True
+        )
         assert made.prefix is not None
         self._link(environment, made.prefix)
         env = ExternalEnvironment(
@@ -237,14 +249,14 @@ class EnvironmentManager:
         environment); returns the output lines. A running worker imports them at once."""
         deps: dict[str, Any] = dict(dependencies)
         install = normalized(additionalInstallCommands, "additionalInstallCommands")
-        check_platforms(deps)
+        check_dependencies(deps)
         if environmentName is None:
             return self._install_here(deps, install)
         env = self._named(environmentName)
         if not isinstance(env, ExternalEnvironment):
             return self._install_here(deps, install)
         with _output_lines() as lines:
-            grown = self._core.install(environmentName, deps, install or None)
+            grown = self._core.install(environmentName, deps, _in_the_callers_cwd(install))
         assert grown.prefix is not None
         self._link(environmentName, grown.prefix)
         old, env.prefix = env.prefix, grown.prefix
@@ -260,21 +272,31 @@ class EnvironmentManager:
         env.execute("importlib", "invalidate_caches")
 
     def _install_here(self, deps: Mapping[str, Any], install: Mapping[str, list[str]]) -> list[str]:
-        if deps.get("conda"):
+        """The original's ``install(None, ...)``: pip entries into the running Python (``pip
+        install``, ``--no-deps`` for ``dependencies: False``), then the install commands."""
+        if any(selected(deps, "conda")):
             raise SpecError(
-                "conda dependencies can only be installed in a conda environment.",
+                "Conda dependencies can only be installed in a Conda environment. Please provide "
+                "an existing conda environment to install dependencies.",
                 hint="give the name of an environment made by this manager.",
             )
-        pip = [d if isinstance(d, str) else d["name"] for d in deps.get("pip") or ()]
-        commands = [f'"{sys.executable}" -m pip install {" ".join(map(repr, pip))}'] if pip else []
+        with_deps, no_deps = selected(deps, "pip")
+        commands = [_pip_install(with_deps)] if with_deps else []
+        commands += [_pip_install(no_deps, "--no-deps")] if no_deps else []
         commands += commands_for_platform(install)
-        with self.executeCommands(None, commands) as process:
+        lines: list[str] = []
+        environ = {**os.environ, **self._core._proxies}
+        with self.executeCommands(None, commands, popenKwargs={"env": environ}) as process:
             assert process.stdout is not None
-            lines = [line.rstrip("\n") for line in process.stdout]
-        for line in lines:
-            cema_logger.logger.info("%s", line)
+            for raw in process.stdout:
+                lines.append(raw.strip())
+                cema_logger.logger.info("%s", lines[-1])
         if process.returncode:
-            raise SpecError(f"installing {pip} into this environment failed:\n" + "\n".join(lines))
+            raise CommandFailedError(
+                f"installing {[*with_deps, *no_deps]} into this Python environment failed.",
+                returncode=process.returncode,
+                output_tail="\n".join(lines[-20:]),
+            )
         self.installedPackages.pop("pip", None)
         return lines
 
@@ -295,9 +317,18 @@ class EnvironmentManager:
         kwargs = {**POPEN_DEFAULTS, **(popenKwargs or {})}
         return subprocess.Popen(_script_argv(script), **kwargs)
 
+    def _known(self, name: str) -> Environment | None:
+        """The env ``name`` of ``environments`` if it is in the current root (not one of the
+        root before ``setCondaPath``)."""
+        env = self.environments.get(name)
+        if isinstance(env, ExternalEnvironment) and env.envLink != self.envPath(name):
+            return None
+        return env
+
     def _named(self, name: str) -> Environment:
-        if name in self.environments:
-            return self.environments[name]
+        known = self._known(name)
+        if known is not None:
+            return known
         if self.environmentExists(name):
             return self._existing(name)
         raise EnvNotFoundError(
@@ -319,6 +350,33 @@ class EnvironmentManager:
     execute_commands = executeCommands
     set_conda_path = setCondaPath
     set_proxies = setProxies
+
+
+def _in_the_callers_cwd(install: Mapping[str, list[str]]) -> dict[str, list[str]] | None:
+    """This OS's install commands as the original ran them: one script (bash; PowerShell on
+    Windows) in the caller's working directory, so a ``cd`` or an ``export`` holds for the next
+    command, stopping at the first failure. (The core runs each command alone in the prefix.)"""
+    commands = commands_for_platform(install)
+    if not commands:
+        return None
+    argv = _script_argv(commands)
+    if sys.platform == "win32":  # pragma: no cover - cmd.exe runs the core's install commands
+        return {"all": [f'cd /d "{Path.cwd()}" && {subprocess.list2cmdline(argv)}']}
+    return {"all": [f"cd {shlex.quote(str(Path.cwd()))} && {shlex.join(argv)}"]}
+
+
+def _pip_install(names: list[str], *options: str) -> str:
+    """The command line of ``pip install`` into the running Python."""
+    if importlib.util.find_spec("pip") is None:
+        raise EngineUnavailableError(
+            f"pip is not installed in this Python ({sys.executable}).",
+            hint=f"install it ({sys.executable} -m ensurepip), or make an env for {names}.",
+        )
+    words = [*options, *names]
+    if sys.platform == "win32":  # pragma: no cover - PowerShell calls a quoted program with &
+        quoted = " ".join("'" + word.replace("'", "''") + "'" for word in words)
+        return f"& '{sys.executable}' -m pip install {quoted}"
+    return f"{shlex.quote(sys.executable)} -m pip install {shlex.join(words)}"
 
 
 def _bases(prefix: Path) -> dict[str, str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -67,8 +70,9 @@ class ExternalEnvironment(Environment):
         kind: str = "conda",
         variables: Sequence[tuple[str, str]] = (),
     ) -> None:
-        where = prefix or environmentManager.envPath(name).resolve()
-        super().__init__(name, where, kind=kind, variables=variables)
+        #: ``<condaPath>/envs/<name>`` in the manager's root when this env was made or found
+        self.envLink = environmentManager.envPath(name)
+        super().__init__(name, prefix or self.envLink.resolve(), kind=kind, variables=variables)
         self.environmentManager = environmentManager
 
     @property
@@ -170,6 +174,52 @@ class ExternalEnvironment(Environment):
         return self.environmentManager.install(self.name, dependencies, additionalInstallCommands)
 
     def exit(self) -> None:
-        """Stop the worker and every child it started; the manager forgets this env."""
+        """Stop the worker and every child it started; the manager forgets this env.
+
+        The stop ladder ends the worker's process group; what left the group (a child started
+        in a new session, say) is killed here, as the original killed every descendant.
+        """
+        process = self.process
+        if process is not None and os.name != "nt":  # Windows: taskkill /T ends the whole tree
+            for pid in _descendants_outside_group(process.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         super().exit()
         self.environmentManager._forget(self)
+
+
+def _descendants_outside_group(root: int) -> list[int]:
+    """The pids below ``root`` (children, theirs, ...) that are not in ``root``'s group."""
+    table = _process_table()
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, group) in table.items():
+            if ppid == parent:
+                todo.append(pid)
+                if group != root:
+                    found.append(pid)
+    return found
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid → (parent pid, process group), from ``/proc`` (Linux) or ``ps`` (macOS)."""
+    table: dict[int, tuple[int, int]] = {}
+    proc = Path("/proc")
+    if (proc / "self" / "stat").is_file():
+        for entry in proc.iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:  # gone meanwhile
+                    continue
+                table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+        return table
+    from cema import _proc
+
+    out = _proc.run(["ps", "-A", "-o", "pid=,ppid=,pgid="], what="listing processes").stdout
+    for line in out.splitlines():
+        pid, ppid, group = (int(word) for word in line.split())
+        table[pid] = (ppid, group)
+    return table

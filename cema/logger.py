@@ -24,13 +24,26 @@ def setLogLevel(level: int | str) -> None:
     logger.setLevel(level)
 
 
+_BARE = logging.Formatter("%(message)s")
+
+
 class _CallbackHandler(logging.Handler):
     def __init__(self, log: Callable[[str], None]) -> None:
         super().__init__()
         self._log = log
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._log(self.format(record))
+        self._log(self._formatter().format(record))
+
+    def _formatter(self) -> logging.Formatter:
+        """As the original: this handler's formatter, else the first ``cema`` handler's, else the
+        root logger's first handler's (``basicConfig``'s); the bare message when none has one."""
+        if self.formatter is not None:
+            return self.formatter
+        for handlers in (logger.handlers, logging.getLogger().handlers):
+            if handlers and handlers[0].formatter is not None:
+                return handlers[0].formatter
+        return _BARE
 
 
 def attachLogHandler(log: Callable[[str], None], logLevel: int = logging.INFO) -> None:
@@ -47,6 +60,8 @@ def use_console() -> None:
         return
     handler = logging.StreamHandler()
     handler.set_name(_CONSOLE)
+    # an application that set up logging (basicConfig) prints the records itself: once
+    handler.addFilter(lambda record: not logging.getLogger().handlers)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:

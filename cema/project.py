@@ -15,7 +15,6 @@ from cema.model.lock import LOCK_FILENAME, Lockfile, check_fresh, stale_envs
 from cema.model.lockio import read_lock, write_lock
 from cema.model.plan import Plan
 from cema.model.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
-from cema.resolve import lock_project
 from cema.store import Store
 from cema.sync import Resolved, SyncResult, plan_sync, resolve_targets, sync_lock
 
@@ -134,6 +133,8 @@ class Project:
 
     def lock(self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False) -> Lockfile:
         """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
+        from cema.resolve import lock_project
+
         previous = self._previous_lock(strict=False)
         lock = lock_project(
             self.spec, solver=self.solver, previous=previous, names=names, upgrade=upgrade
@@ -216,7 +217,7 @@ class Project:
         self.spec.env(name)
         registration = self.store.registration(self.lock_path)
         address = registration.envs.get(name) if registration else None
-        if address is None or self.store.receipt(address) is None:
+        if address is None or not self.store.is_ready(address):
             raise EnvNotFoundError(
                 f"environment {name!r} has not been synced into {self.store.root}.",
                 hint=f"run `cema sync -e {name}`.",

@@ -6,10 +6,8 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import time
-import uuid
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +72,8 @@ class Store:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root).expanduser().resolve() if root else default_store_root()
+        self._checked: dict[str, list[int]] | None = None  # see is_ready
+        self._checked_changed = False
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -100,7 +100,7 @@ class Store:
 
     def new_staging(self, address: str) -> Path:
         """A fresh staging folder on the same filesystem as the prefixes (for the rename)."""
-        staging = self.root / "staging" / f"{address}.{uuid.uuid4().hex[:8]}"
+        staging = self.root / "staging" / f"{address}.{os.urandom(4).hex()}"
         staging.parent.mkdir(parents=True, exist_ok=True)
         return staging
 
@@ -116,6 +116,51 @@ class Store:
     def write_receipt(self, prefix: Path, receipt: Receipt) -> None:
         """Write the receipt atomically: the last step of building a prefix."""
         atomic_write(prefix / RECEIPT_NAME, receipt.to_json())
+        if prefix.parent == self.envs_dir:  # known sound: the next sync need not read it
+            self._checked = None  # other processes may have added theirs since we read it
+            self.is_ready(prefix.name)
+            self.save_checked()
+
+    @property
+    def _checked_file(self) -> Path:
+        return self.root / "cache" / "receipts.json"
+
+    def is_ready(self, address: str) -> bool:
+        """Whether the prefix at ``address`` is complete (has a sound receipt).
+
+        A receipt read and checked before is known by its stat (size, mtime, inode, ctime:
+        any write or replacement changes the ctime, which no tool can set back), so a no-op
+        sync pays one ``stat`` per prefix; ``save_checked`` keeps what this process learned.
+        """
+        try:
+            st = (self.prefix(address) / RECEIPT_NAME).stat()
+        except OSError:
+            return False
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        if self._checked is None:
+            try:
+                loaded = json.loads(self._checked_file.read_bytes())
+                self._checked = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._checked = {}
+        if self._checked.get(address) == stamp:
+            return True
+        if self.receipt(address) is None:
+            return False
+        self._checked[address] = stamp
+        self._checked_changed = True
+        return True
+
+    def save_checked(self) -> None:
+        """Keep the stats of the receipts checked by ``is_ready`` (best effort: a cache)."""
+        if not self._checked_changed or self._checked is None:
+            return
+        try:
+            self._checked_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._checked_file, json.dumps(self._checked), durable=False)
+            self._checked_changed = False
+        except OSError:  # a read-only store only costs speed
+            pass
 
     def inventory(self) -> dict[str, Receipt]:
         """Every ready prefix in the store, by address."""
@@ -146,7 +191,7 @@ class Store:
         """Move a half-built or removed prefix out of the way, then delete it (best effort)."""
         if not path.exists():
             return
-        trash = self.root / "trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        trash = self.root / "trash" / f"{path.name}.{os.urandom(4).hex()}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(path, trash)
@@ -205,10 +250,11 @@ class Store:
 
         Envs not in ``keep`` (no longer locked; None keeps all) are dropped; concurrent syncs
         of one project (``cema sync -e a`` beside ``-e b``) never lose each other's entries.
+        A change that changes nothing writes nothing (and takes no lock): a no-op sync is
+        read-only.
         """
-        path = self._registration_path(lock_path)
-        with file_lock(path.with_name(path.name + ".lock"), timeout_s=PREFIX_LOCK_TIMEOUT_S):
-            current = self.registration(lock_path)
+
+        def updated(current: Registration | None) -> tuple[dict[str, str], list[str]]:
             envs = {
                 k: v
                 for k, v in (current.envs if current else {}).items()
@@ -216,7 +262,24 @@ class Store:
             }
             envs.update(set_envs or {})
             pending = [a for a in (current.pending if current else ()) if a not in drop_pending]
-            self.register(lock_path, envs, pending=[*pending, *add_pending])
+            return envs, sorted({*pending, *add_pending})
+
+        def same(current: Registration | None, envs: dict[str, str], pending: list[str]) -> bool:
+            return (
+                current is not None
+                and dict(current.envs) == envs
+                and sorted(set(current.pending)) == pending
+            )
+
+        current = self.registration(lock_path)
+        if same(current, *updated(current)):
+            return
+        path = self._registration_path(lock_path)
+        with file_lock(path.with_name(path.name + ".lock"), timeout_s=PREFIX_LOCK_TIMEOUT_S):
+            current = self.registration(lock_path)
+            envs, pending = updated(current)
+            if not same(current, envs, pending):
+                self.register(lock_path, envs, pending=pending)
 
     def registrations(self) -> list[Registration]:
         """Every project registered in this store whose lock file still exists."""
@@ -252,7 +315,9 @@ class Store:
         """Mark ``address`` as in use by this process until ``unpin``; returns the pin file."""
         folder = self.root / "pins" / address
         folder.mkdir(parents=True, exist_ok=True)
-        pin = folder / f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
+        import socket
+
+        pin = folder / f"{socket.gethostname()}@{os.getpid()}@{os.urandom(4).hex()}"
         pin.touch()
         return pin
 
@@ -267,6 +332,8 @@ class Store:
         folder = self.root / "pins"
         if not folder.is_dir():
             return out
+        import socket
+
         host = socket.gethostname()
         for address in folder.iterdir():
             for pin in address.iterdir():

@@ -7,18 +7,20 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cema import _proc, activation
-from cema.engines import uv
 from cema.engines.builder import Builder, BuildStep, NullReporter, Reporter
 from cema.model.hashing import venv_address
 from cema.model.lock import LockedEnv, LockedPlatform, Lockfile
 from cema.model.plan import Create, Plan, Remove, Target, Update, make_plan
 from cema.model.receipt import Receipt
 from cema.store import Store
+
+if TYPE_CHECKING:
+    from cema.engines import uv
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,35 @@ class Resolved:
 
     def target(self) -> Target:
         """The planner's view of it."""
-        packages = {r.name: r.version for r in self.content.conda}
-        packages.update({r.name: r.version for r in self.content.pip})
-        return Target(env=self.env, address=self.address, kind=self.content.kind, packages=packages)
+        return Target(
+            env=self.env,
+            address=self.address,
+            kind=self.content.kind,
+            packages=_Packages(self.content),
+        )
+
+
+class _Packages(Mapping[str, str]):
+    """Name → version of locked content, built on first use (only an update's diff needs it)."""
+
+    def __init__(self, content: LockedPlatform) -> None:
+        self._content = content
+        self._versions: dict[str, str] | None = None
+
+    def _get(self) -> dict[str, str]:
+        if self._versions is None:
+            self._versions = {r.name: r.version for r in self._content.conda}
+            self._versions.update({r.name: r.version for r in self._content.pip})
+        return self._versions
+
+    def __getitem__(self, name: str) -> str:
+        return self._get()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def resolve_targets(
@@ -50,6 +78,8 @@ def resolve_targets(
         interpreter = None
         address = content.content_hash
         if content.kind == "venv":
+            from cema.engines import uv
+
             interpreter = uv.find_interpreter(locked.python, download=download_python)
             address = venv_address(address, interpreter.identity)
         out.append(Resolved(env=name, content=content, address=address, interpreter=interpreter))
@@ -75,20 +105,50 @@ def plan_sync(
     registration = store.registration(lock.path) if lock.path else None
     last = dict(registration.envs) if registration else {}
     addresses = {r.address for r in resolved} | set(last.values())
-    ready = {a: rec for a in addresses if (rec := store.receipt(a)) is not None}
+    ready = _Ready(store, addresses)
     selected = {r.env for r in resolved}
     # envs not synced this time but still locked keep their prefixes
     kept = {a for env, a in last.items() if env not in selected and env in lock.envs}
     elsewhere = (
         store.referenced(excluding=lock.path) | store.pinned() if prune and lock.path else set()
     )
-    return make_plan(
+    plan = make_plan(
         [r.target() for r in resolved],
         ready=ready,
         last_synced=last,
         referenced_elsewhere=elsewhere | kept,
         prune=prune,
     )
+    store.save_checked()
+    return plan
+
+
+class _Ready(Mapping[str, Receipt]):
+    """The ready prefixes among ``addresses``: membership is one stat, a receipt read on use."""
+
+    def __init__(self, store: Store, addresses: set[str]) -> None:
+        self._store = store
+        self._addresses = addresses
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or address not in self._addresses:
+            return False
+        if address not in self._known:
+            self._known[address] = self._store.is_ready(address)
+        return self._known[address]
+
+    def __getitem__(self, address: str) -> Receipt:
+        receipt = self._store.receipt(address) if address in self else None
+        if receipt is None:
+            raise KeyError(address)
+        return receipt
+
+    def __iter__(self) -> Iterator[str]:
+        return (a for a in sorted(self._addresses) if a in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _clear_leftovers(store: Store, address: str) -> None:
@@ -113,6 +173,8 @@ def run_install_commands(
             if sys.platform == "win32"
             else ["/bin/sh", "-c", command]
         )
+        from cema import _proc
+
         _proc.run(
             argv,
             what=f"the install command {command!r} of environment {name!r}",
@@ -124,6 +186,9 @@ def run_install_commands(
 
 def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Reporter) -> Path:
     """Build and publish one prefix, unless another process did it while we waited."""
+    from cema import activation
+    from cema.engines import uv
+
     final = store.prefix(item.address)
     with store.prefix_lock(item.address):
         if store.receipt(item.address) is not None:
@@ -239,8 +304,11 @@ def sync_lock(
     cost of a no-op sync).
     """
     resolved = resolve_targets(lock, names, platform=platform)
-    pending = [r.address for r in resolved]
-    if lock.path is not None:
+    registration = store.registration(lock.path) if lock.path is not None else None
+    # what this project already points at is referenced: only new addresses need the mark
+    known = set(registration.envs.values()) if registration else set()
+    pending = sorted({r.address for r in resolved} - known)
+    if lock.path is not None and pending:
         # referenced before the store is read: a concurrent `cema gc` or `--prune` never
         # removes what this sync builds or decides to reuse
         store.update_registration(lock.path, add_pending=pending)
@@ -249,7 +317,7 @@ def sync_lock(
         chosen = (builder() if callable(builder) else builder) if plan.builds else None
         return apply_plan(store, lock, plan, resolved, builder=chosen, reporter=reporter)
     finally:
-        if lock.path is not None:
+        if lock.path is not None and pending:
             store.update_registration(lock.path, drop_pending=pending)
 
 

@@ -69,7 +69,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # model.urls is stdlib-only text handling: _proc redacts with it
     ("cema._fs", "cema._proc", "cema._paths", "cema._internal.protocol", "cema.model.urls"),
     ("cema.model",),
-    ("cema.store",),
+    ("cema.store", "cema.verify"),
     ("cema.activation",),
     ("cema.engines", "cema.runtime"),
     ("cema.resolve", "cema.sync"),

@@ -8,15 +8,16 @@
 # and writes the bootstrap line to our stdin. We accept connections for our whole life; each
 # must pass multiprocessing.connection's mutual HMAC challenge, a client without the key is
 # refused, the first authenticated one is the host (later ones are closed), and our HELLO on it
-# is the host's readiness signal. EOF on stdin means the host is gone (or closing us): we exit.
+# is the host's readiness signal. EOF on stdin means the host is gone (or closing us): we exit
+# (C code holding the GIL stops that; on Linux, cema/_proc.py's parent-death signal kills us).
 #
 # Concurrency: leader/followers. One thread (the leader) reads the connection and runs each
 # request itself, so a tiny call pays no thread hand-off. A supervisor thread polls: when the
 # leader's call has run for PROMOTE_AFTER_S, it hands reading to another thread, so calls run
-# concurrently (each in its own thread) and a long call never blocks the others. Replies go out
-# under a lock.
+# concurrently (each in its own thread), a long call never blocks the others; sends are locked.
 
 import contextlib
+import errno
 import importlib.util
 import os
 import pickle
@@ -29,11 +30,9 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 
 def log(message):
     """Write a diagnostic line to stderr; the host logs it under the worker's name."""
-    try:
+    with contextlib.suppress(Exception):  # stderr may be gone while exiting; nothing to do
         sys.stderr.write("cema worker: %s\n" % message)
         sys.stderr.flush()
-    except Exception:  # noqa: S110 - stderr may be gone while exiting; nothing to do
-        pass
 
 
 if sys.version_info < (3, 8):  # checked before loading protocol.py, which 3.6 cannot even parse
@@ -73,6 +72,10 @@ PROMOTE_AFTER_S = 0.005
 SUPERVISE_IDLE_S = 0.1
 #: idle threads beyond this many end, so a burst of concurrency does not leave threads behind
 MAX_IDLE_THREADS = 8
+#: at most this many clients await authentication; further ones are closed at once
+MAX_PENDING = 64
+#: out of descriptors (or memory), accepting pauses this long before it tries again
+ACCEPT_BACKOFF_S = 0.1
 
 
 OUTBOX = protocol.Outbox(log)
@@ -167,16 +170,9 @@ class Server:
         self.threads = 0
 
     def start(self):
-        self.send(
-            protocol.HELLO,
-            0,
-            {
-                "protocol": protocol.PROTOCOL_VERSION,
-                "pid": os.getpid(),
-                "python": "%d.%d.%d" % sys.version_info[:3],
-                "executable": sys.executable,
-            },
-        )
+        python = "%d.%d.%d" % sys.version_info[:3]
+        hello = {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "python": python}
+        self.send(protocol.HELLO, 0, dict(hello, executable=sys.executable))
         with self.state_lock:
             self.threads += 1
         self._start_thread(self._loop, "cema-worker")
@@ -345,51 +341,71 @@ def read_bootstrap():
 
 def watch_host(fd):
     """Exit when the host goes away: its end of our stdin closes."""
-    while True:
-        try:
-            if not os.read(fd, 4096):
-                break
-        except InterruptedError:
-            continue
-        except OSError:
-            break
+    with contextlib.suppress(OSError):  # EINTR is retried for us (PEP 475)
+        while os.read(fd, 4096):
+            pass
     exit_now(0)
 
 
 class Acceptor:
-    """Accept connections for the worker's whole life; only the key's holder gets served."""
+    """Accept connections for the worker's whole life; only the key's holder gets served.
+
+    Any process of the user may connect, and none may starve us: at most MAX_PENDING clients
+    await authentication (more are closed at once), each for AUTH_TIMEOUT_S at most, and being
+    out of descriptors (EMFILE) pauses accepting instead of ending it.
+    """
 
     def __init__(self, authkey):
         self.authkey = authkey
         self.lock = threading.Lock()
         self.served = False
+        self.slots = threading.BoundedSemaphore(MAX_PENDING)
 
     def serve_socket(self, listener):
+        starved = False  # logged once per episode
         while True:
             try:
                 sock, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._authenticate, args=(sock,), daemon=True).start()
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                        continue  # that client gave up already
+                    return  # the listener itself is broken
+                if not starved:
+                    log("cannot accept connections for now (%s); retrying" % exc)
+                starved = True
+                time.sleep(ACCEPT_BACKOFF_S)  # pending clients time out and free descriptors
+                continue
+            starved = False
+            if not self.slots.acquire(blocking=False):
+                sock.close()  # too many clients await authentication already
+                continue
+            try:
+                threading.Thread(target=self._authenticate, args=(sock,), daemon=True).start()
+            except RuntimeError:  # out of threads: this client is not served
+                self.slots.release()
+                sock.close()
 
     def _authenticate(self, sock):
         channel = protocol.SocketChannel(sock)
-        conn = Connection(os.dup(sock.fileno()))
         # shutting the socket down wakes a read blocked on a silent client
         timer = threading.Timer(AUTH_TIMEOUT_S, channel.shutdown)
         timer.daemon = True
-        timer.start()
-        try:
+        conn = None
+        try:  # everything can fail here, os.dup (EMFILE) and starting the timer included
+            timer.start()
+            conn = Connection(os.dup(sock.fileno()))  # a dup: closing it leaves `sock` open
             deliver_challenge(conn, self.authkey)
             answer_challenge(conn, self.authkey)
         except Exception as exc:
             log("refused a connection that failed authentication (%s)" % type(exc).__name__)
-            conn.close()
             channel.close()
             return
         finally:
             timer.cancel()
-        conn.close()  # it was a dup for the handshake; frames go straight over the socket
+            if conn is not None:
+                conn.close()  # frames go straight over the socket
+            self.slots.release()
         self._serve(channel, channel.close)
 
     def _serve(self, channel, close):
@@ -421,9 +437,7 @@ def main():
     faulthandler.enable()  # a segfault leaves a Python traceback in the host's crash message
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     authkey, fd, address, watch_fd = read_bootstrap()
-    watcher = threading.Thread(target=watch_host, args=(watch_fd,), name="cema-host-watch")
-    watcher.daemon = True
-    watcher.start()
+    threading.Thread(target=watch_host, args=(watch_fd,), name="cema-watch", daemon=True).start()
     acceptor = Acceptor(authkey)
     if fd is None:
         acceptor.serve_pipe(address)

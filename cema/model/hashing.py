@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import xxhash
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
 from cema.model.spec import CONDA_NAME_END
 
@@ -22,8 +21,15 @@ HASH_SCHEME = 2
 # not `*`: "numpy 1.26 *" (any build of 1.26) and "numpy 1.26*" (1.26.x) differ
 _OPERATOR_SPACES = re.compile(r"\s*([=<>!~,|])\s*")
 _WHITESPACE = re.compile(r"\s+")
+_NAME_SEPARATORS = re.compile(r"[-_.]+")
 
 
+def canonical_name(name: str) -> str:
+    """A Python distribution's name as PEP 503 compares it (``Foo_Bar`` → ``foo-bar``)."""
+    return _NAME_SEPARATORS.sub("-", name).lower()
+
+
+@functools.lru_cache(maxsize=8192)  # envs share most specs; a pure function of its text
 def normalize_conda_spec(spec: str) -> str:
     """``"NumPy >= 1.26"`` → ``"numpy>=1.26"``: lower-case name, no spaces around operators."""
     text = _WHITESPACE.sub(" ", spec.strip())
@@ -37,13 +43,16 @@ def normalize_conda_spec(spec: str) -> str:
     return name + rest.strip()
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize_pip_requirement(requirement: str) -> str:
     """A PEP 508 requirement with its name canonicalised (``Foo_Bar`` → ``foo-bar``)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         req = Requirement(requirement)
     except InvalidRequirement:
         return _WHITESPACE.sub(" ", requirement.strip())
-    req.name = canonicalize_name(req.name)
+    req.name = canonical_name(req.name)
     return str(req)
 
 
@@ -106,7 +115,7 @@ def content_hash(
         "conda": sorted(
             (r["name"], r["version"], r["build"], r["subdir"], r["sha256"]) for r in conda
         ),
-        "pip": sorted((canonicalize_name(r["name"]), r["version"], r["sha256"]) for r in pip),
+        "pip": sorted((canonical_name(r["name"]), r["version"], r["sha256"]) for r in pip),
     }
     commands = list(commands)
     if commands:  # install commands change what is in the prefix: in order, they are content

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -92,33 +92,129 @@ class PipRecord:
         return out
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
 class LockedPlatform:
-    """The exact content of one env on one platform."""
+    """The exact content of one env on one platform (immutable).
 
-    platform: str
-    kind: str
-    conda: tuple[CondaRecord, ...] = ()
-    pip: tuple[PipRecord, ...] = ()
-    #: ``optional`` entries that could not be resolved for this platform (not retried)
-    omitted: tuple[str, ...] = ()
-    #: ``install_commands`` that run on this platform, in order (part of the content)
-    commands: tuple[str, ...] = ()
+    A lock read back from its checked cache builds its records only when they are asked for:
+    a no-op ``cema sync`` needs the content hash (stored in the lock, checked when the lock was
+    first read) and each package's version, not 5,000 record objects.
+    """
+
+    __slots__ = ("_commands", "_conda", "_hash", "_kind", "_load", "_omitted", "_pip", "_platform")
+
+    def __init__(
+        self,
+        *,
+        platform: str,
+        kind: str,
+        conda: Iterable[CondaRecord] = (),
+        pip: Iterable[PipRecord] = (),
+        omitted: Iterable[str] = (),
+        commands: Iterable[str] = (),
+    ) -> None:
+        self._platform = platform
+        self._kind = kind
+        self._conda: tuple[CondaRecord, ...] | None = tuple(conda)
+        self._pip: tuple[PipRecord, ...] | None = tuple(pip)
+        #: ``optional`` entries that could not be resolved for this platform (not retried)
+        self._omitted = tuple(omitted)
+        #: ``install_commands`` that run on this platform, in order (part of the content)
+        self._commands = tuple(commands)
+        self._hash: str | None = None
+        self._load: Callable[[], tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]] | None = (
+            None
+        )
+
+    @classmethod
+    def deferred(
+        cls,
+        *,
+        platform: str,
+        kind: str,
+        content_hash: str,
+        load: Callable[[], tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]],
+        omitted: Iterable[str] = (),
+        commands: Iterable[str] = (),
+    ) -> LockedPlatform:
+        """Content whose hash is known (checked before) and whose records ``load`` builds."""
+        self = cls(platform=platform, kind=kind, omitted=omitted, commands=commands)
+        self._conda = self._pip = None
+        self._hash = content_hash
+        self._load = load
+        return self
+
+    def _records(self) -> tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]:
+        if self._conda is None or self._pip is None:
+            assert self._load is not None
+            self._conda, self._pip = self._load()
+            self._load = None
+        return self._conda, self._pip
+
+    @property
+    def platform(self) -> str:
+        """The platform this content is for (``linux-64``...)."""
+        return self._platform
+
+    @property
+    def kind(self) -> str:
+        """``conda`` or ``venv``."""
+        return self._kind
+
+    @property
+    def conda(self) -> tuple[CondaRecord, ...]:
+        """The conda packages."""
+        return self._records()[0]
+
+    @property
+    def pip(self) -> tuple[PipRecord, ...]:
+        """The Python distributions uv installs after the conda layer."""
+        return self._records()[1]
+
+    @property
+    def omitted(self) -> tuple[str, ...]:
+        """``optional`` entries that could not be resolved for this platform (not retried)."""
+        return self._omitted
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """``install_commands`` that run on this platform, in order (part of the content)."""
+        return self._commands
 
     @property
     def content_hash(self) -> str:
         """The hash of the locked content (the prefix address, interpreter aside for venvs)."""
-        return content_hash(
-            kind=self.kind,
-            platform=self.platform,
-            conda=(r.as_dict() for r in self.conda),
-            pip=(r.as_dict() for r in self.pip),
-            commands=self.commands,
-        )
+        if self._hash is None:
+            conda, pip = self._records()
+            self._hash = content_hash(
+                kind=self._kind,
+                platform=self._platform,
+                conda=(r.as_dict() for r in conda),
+                pip=(r.as_dict() for r in pip),
+                commands=self._commands,
+            )
+        return self._hash
 
     def python_version(self) -> str | None:
         """The version of the locked ``python`` conda package, if any."""
         return next((r.version for r in self.conda if r.name == "python"), None)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self._platform, self._kind, *self._records(), self._omitted, self._commands)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LockedPlatform):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        conda, pip = self._records()
+        return (
+            f"LockedPlatform(platform={self._platform!r}, kind={self._kind!r},"
+            f" conda={len(conda)} records, pip={len(pip)} records)"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import replace
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
-import yaml
 
 from cema._fs import atomic_write
 from cema.errors import LockError
@@ -29,9 +29,6 @@ _HEADER = (
     "# Written by `cema lock`: the exact packages of every environment.\n"
     "# Commit it; do not edit it by hand (`cema lock` rewrites it, `cema sync` installs it).\n"
 )
-
-# libyaml parses big locks much faster; fall back to pure Python without it
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -86,12 +83,39 @@ def write_lock(lock: Lockfile, path: Path | None = None, *, cache_dir: Path | No
 
 
 def _remember(cache: Path | None, doc: Any) -> None:
-    """Keep a JSON copy of a checked lock document (best effort)."""
+    """Keep a quick copy of a checked lock document (best effort).
+
+    The copy is one line of JSON, the heads of every env's content, then the records: each
+    platform's records are a slice of the rest of the file that the head points at, parsed
+    when first asked for. A no-op sync of 500 envs reads the heads, not 5,000 records.
+    """
     if cache is None:
         return
+    blobs: list[bytes] = []
+    offset = 0
+
+    def stash(records: Any) -> list[int]:
+        nonlocal offset
+        blob = json.dumps(records or []).encode("utf-8")
+        blobs.append(blob)
+        offset += len(blob)
+        return [offset - len(blob), len(blob)]
+
+    envs = {}
+    for name, body in doc["environments"].items():
+        platforms = {
+            plat: {
+                **content,
+                "conda": stash(content.get("conda")),
+                "pip": stash(content.get("pip")),
+            }
+            for plat, content in body["platforms"].items()
+        }
+        envs[name] = {**body, "platforms": platforms}
+    head = json.dumps({**doc, "environments": envs}).encode("utf-8")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, json.dumps(doc), durable=False)
+        atomic_write(cache, b"".join([head, b"\n", *blobs]), durable=False)
     except OSError:  # a read-only cache only costs speed
         pass
 
@@ -129,6 +153,32 @@ def _pip_from(data: Mapping[str, Any]) -> PipRecord:
     )
 
 
+def _records(
+    content: Mapping[str, Any], base: Path
+) -> tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]:
+    return (
+        tuple(_conda_from(r, base) for r in content.get("conda") or ()),
+        tuple(_pip_from(r) for r in content.get("pip") or ()),
+    )
+
+
+def _cached_records(
+    content: Mapping[str, Any], blobs: memoryview, base: Path, path: Path
+) -> tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]:
+    try:
+        unpacked = {
+            key: json.loads(bytes(blobs[start : start + size]))
+            for key in ("conda", "pip")
+            for start, size in [content[key]]
+        }
+        return _records(unpacked, base)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise LockError(
+            f"the cached copy of {path} is damaged.",
+            hint="delete the store's cache/locks folder; it is rebuilt from cema.lock.",
+        ) from None
+
+
 def _schema_error(doc: Any, path: Path) -> LockError:
     """Describe why ``doc`` breaks the lock schema (only on the slow, broken path)."""
     from importlib import resources
@@ -153,13 +203,13 @@ def _cache_file(cache_dir: Path | None, text: str, base: Path) -> Path | None:
     if cache_dir is None:
         return None
     key = xxhash.xxh3_128_hexdigest(f"{LOCK_VERSION}\0{base}\0{text}".encode())
-    return cache_dir / f"{key}.json"
+    return cache_dir / f"{key}.jsonl"
 
 
 def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
     """Read ``cema.lock``, checking its structure and that no record was edited by hand.
 
-    With ``cache_dir``, a lock read before is taken from a JSON copy keyed by its exact text
+    With ``cache_dir``, a lock read before is taken from a quick copy keyed by its exact text
     (already checked then): a no-op ``cema sync`` does not pay for YAML parsing.
     """
     path = Path(path).resolve()
@@ -172,11 +222,18 @@ def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
     cache = _cache_file(cache_dir, text, path.parent)
     if cache is not None:
         try:
-            return _build(json.loads(cache.read_text("utf-8")), path, verify=False)
+            raw = cache.read_bytes()
+            end = raw.index(b"\n")
+            blobs = memoryview(raw)[end + 1 :]
+            return _build(json.loads(raw[:end]), path, blobs=blobs)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no (usable) copy: read the YAML
+    import yaml  # not on a no-op sync's path: a lock read before comes from its JSON copy
+
+    # libyaml parses big locks much faster; fall back to pure Python without it
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (C or Python)
+        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader (C or Python)
     except yaml.YAMLError as exc:
         raise LockError(
             f"{path} is not valid YAML ({exc}).", hint="run `cema lock` to rewrite it."
@@ -187,28 +244,46 @@ def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
             f"{path} has lock format version {found!r}; this Cema reads {LOCK_VERSION}.",
             hint="run `cema lock` to rewrite it with this version of Cema.",
         )
-    lock = _build(doc, path, verify=True)
+    lock = _build(doc, path)
     _remember(cache, doc)
     return lock
 
 
-def _build(doc: Any, path: Path, *, verify: bool) -> Lockfile:
-    """Lock objects from a parsed document; ``verify`` checks every content-hash."""
+def _build(doc: Any, path: Path, *, blobs: memoryview | None = None) -> Lockfile:
+    """Lock objects from a parsed lock document, checking every content-hash.
+
+    With ``blobs``, the document is a quick copy (see ``_remember``), checked when it was
+    made: its records are the slices of ``blobs`` its heads point at, parsed when asked for.
+    """
     base = path.parent
     envs: dict[str, LockedEnv] = {}
     try:
         for name, body in doc["environments"].items():
             platforms = {}
             for plat, content in body["platforms"].items():
+                kind = str(body["kind"])
+                omitted = tuple(str(o) for o in content.get("omitted") or ())
+                commands = tuple(str(c) for c in content.get("commands") or ())
+                if blobs is not None:
+                    platforms[str(plat)] = LockedPlatform.deferred(
+                        platform=str(plat),
+                        kind=kind,
+                        content_hash=str(content["content-hash"]),
+                        load=functools.partial(_cached_records, content, blobs, base, path),
+                        omitted=omitted,
+                        commands=commands,
+                    )
+                    continue
+                conda, pip = _records(content, base)
                 locked = LockedPlatform(
                     platform=str(plat),
-                    kind=str(body["kind"]),
-                    conda=tuple(_conda_from(r, base) for r in content.get("conda") or ()),
-                    pip=tuple(_pip_from(r) for r in content.get("pip") or ()),
-                    omitted=tuple(str(o) for o in content.get("omitted") or ()),
-                    commands=tuple(str(c) for c in content.get("commands") or ()),
+                    kind=kind,
+                    conda=conda,
+                    pip=pip,
+                    omitted=omitted,
+                    commands=commands,
                 )
-                if verify and locked.content_hash != content.get("content-hash"):
+                if locked.content_hash != content.get("content-hash"):
                     raise LockError(
                         f"{path}: the records of environment {name!r} on {plat} do not match"
                         " their content-hash: the lock was edited by hand.",

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 RECEIPT_VERSION = 1
+#: the receipt's own hash: sha256 of its canonical JSON without this field
+DIGEST_KEY = "digest"
+
+
+def receipt_digest(data: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of a receipt's fields (all but the digest) as canonical JSON."""
+    body = {k: v for k, v in data.items() if k != DIGEST_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,29 +37,38 @@ class Receipt:
         return {**dict(self.conda), **dict(self.pip)}
 
     def to_json(self) -> str:
-        """Serialise for the receipt file."""
-        return json.dumps(
-            {
-                "receipt": RECEIPT_VERSION,
-                "address": self.address,
-                "kind": self.kind,
-                "platform": self.platform,
-                "python": self.python,
-                "engine": self.engine,
-                "created": self.created,
-                "conda": [list(p) for p in self.conda],
-                "pip": [list(p) for p in self.pip],
-            },
-            indent=1,
-            sort_keys=True,
-        )
+        """Serialise for the receipt file, with the digest of its own content."""
+        data: dict[str, Any] = {
+            "receipt": RECEIPT_VERSION,
+            "address": self.address,
+            "kind": self.kind,
+            "platform": self.platform,
+            "python": self.python,
+            "engine": self.engine,
+            "created": self.created,
+            "conda": [list(p) for p in self.conda],
+            "pip": [list(p) for p in self.pip],
+        }
+        data[DIGEST_KEY] = receipt_digest(data)
+        return json.dumps(data, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Receipt:
-        """Parse a receipt; raise ``ValueError`` (or ``KeyError``/``TypeError``) if corrupt."""
+        """Parse a receipt; raise ``ValueError`` (or ``KeyError``/``TypeError``) if corrupt.
+
+        A receipt whose digest does not match its content (edited by hand, or damaged) is
+        refused, and so is one without a digest (written before receipts carried one): the
+        store then treats its prefix as unfinished, and ``cema sync`` builds it again.
+        """
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a receipt is a JSON object")
         if data.get("receipt") != RECEIPT_VERSION:
             raise ValueError("unknown receipt version")
+        if DIGEST_KEY not in data:
+            raise ValueError("the receipt has no digest: an older Cema wrote it, or it was edited")
+        if data[DIGEST_KEY] != receipt_digest(data):
+            raise ValueError("the receipt does not match its digest: it was edited or damaged")
         return cls(
             address=str(data["address"]),
             kind=str(data["kind"]),
@@ -62,6 +82,8 @@ class Receipt:
 
 
 __all__ = [
+    "DIGEST_KEY",
     "RECEIPT_VERSION",
     "Receipt",
+    "receipt_digest",
 ]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-import platform as _platform
+import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,12 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from cema.errors import SpecError
-from cema.model.validate import FORMAT_VERSION, check_duplicate_keys, validate, validate_cached
+from cema.model.validate import (
+    FORMAT_VERSION,
+    check_duplicate_keys,
+    remember_validated,
+    validate,
+    validated_document,
+)
 
 if TYPE_CHECKING:
+    import yaml
     from packaging.specifiers import SpecifierSet
 
 SPEC_FILENAME = "cema.yaml"
@@ -32,7 +36,12 @@ _PYTHON_VERSION = re.compile(r"^=?=?\s*(\d+(?:\.\d+)*)(\.\*)?$")
 
 def current_platform() -> str:
     """The conda platform string of this machine, e.g. ``linux-64`` or ``osx-arm64``."""
-    machine = _platform.machine().lower()
+    if hasattr(os, "uname"):  # POSIX: what `platform.machine()` reads, without its import
+        machine = os.uname().machine.lower()
+    else:  # pragma: no cover - Windows
+        import platform
+
+        machine = platform.machine().lower()
     arch = {
         "x86_64": "64",
         "amd64": "64",
@@ -160,6 +169,8 @@ class ProjectSpec:
         try:
             return self.environments[name]
         except KeyError:
+            import difflib
+
             from cema.errors import EnvNotFoundError
 
             close = difflib.get_close_matches(name, list(self.environments), n=1)
@@ -176,20 +187,22 @@ class ProjectSpec:
 # --- loading ------------------------------------------------------------------------------
 
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None, str]:
-    """Parse once: the node tree (for line numbers and duplicate keys) and the data."""
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(
             "no such file", file=path, hint="run `cema init` to create one, or pass --project."
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the file ({exc})", file=path) from exc
-    loader = _Loader(text)
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse once: the node tree (for line numbers and duplicate keys) and the data."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
@@ -208,7 +221,7 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None, str]:
     finally:
         loader.dispose()
     check_duplicate_keys(root, path)
-    return data, root, text
+    return data, root
 
 
 def load_project(path: Path | str) -> ProjectSpec:
@@ -216,12 +229,16 @@ def load_project(path: Path | str) -> ProjectSpec:
     path = Path(path)
     if path.is_dir():
         path = path / SPEC_FILENAME
-    data, root, text = _read_yaml(path)
+    text = _read_text(path)
+    data = validated_document(text)
     if data is None:
-        raise SpecError(
-            "the file is empty", file=path, hint="run `cema init` to write a starting point."
-        )
-    validate_cached(data, text, file=path, root=root)
+        data, root = _parse_yaml(text, path)
+        if data is None:
+            raise SpecError(
+                "the file is empty", file=path, hint="run `cema init` to write a starting point."
+            )
+        validate(data, file=path, root=root)
+        remember_validated(text, data)
     return _project_from_validated(data, path=path.resolve())
 
 
@@ -344,6 +361,8 @@ def dump_project(project: ProjectSpec) -> str:
     if project.engine != "rattler":
         doc["engine"] = project.engine
     doc["environments"] = envs
+    import yaml
+
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 

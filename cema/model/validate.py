@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from cema._paths import default_home
 from cema.errors import SpecError
 
+if TYPE_CHECKING:
+    import yaml
+
 #: the format version of ``cema.yaml`` this Cema reads
 FORMAT_VERSION = 1
+#: shipped as package data (tests/test_quality.py checks it matches specs/)
+_SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "cema.schema.json"
 
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    text = resources.files("cema").joinpath("schemas/cema.schema.json").read_text("utf-8")
+    text = _SCHEMA_FILE.read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -35,6 +36,8 @@ def _key_path(parts: Sequence[str | int]) -> str:
 
 def _node_at(node: yaml.Node | None, parts: Sequence[str | int]) -> yaml.Node | None:
     """The deepest YAML node along ``parts`` (for line numbers), or None without a document."""
+    import yaml
+
     for part in parts:
         if isinstance(node, yaml.MappingNode):
             match = next((v for k, v in node.value if k.value == part), None)
@@ -52,6 +55,8 @@ def _node_at(node: yaml.Node | None, parts: Sequence[str | int]) -> yaml.Node | 
 
 
 def _key_node(node: yaml.Node | None, parts: Sequence[str | int], key: str) -> yaml.Node | None:
+    import yaml
+
     parent = _node_at(node, parts)
     if isinstance(parent, yaml.MappingNode):
         return next((k for k, _ in parent.value if k.value == key), parent)
@@ -77,6 +82,8 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
         extra = sorted(k for k in error.instance if k not in allowed)
         bad = extra[0] if extra else "?"
         node = _key_node(root, parts, bad)
+        import difflib
+
         close = difflib.get_close_matches(bad, allowed, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}."
         message = f"unknown key {bad!r}"
@@ -106,6 +113,8 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
             hint = "write a YAML list, one item per line starting with '- '."
     elif validator == "enum":
         choices = [str(c) for c in error.validator_value]
+        import difflib
+
         close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.4)
         message = f"{error.instance!r} is not one of {', '.join(choices)}"
         hint = f"did you mean {close[0]!r}?" if close else None
@@ -176,35 +185,51 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
                 ) from None
 
 
-def _validated_marker(text: str) -> Path:
+def _validated_copy(text: str) -> Path:
     import xxhash
 
     from cema._version import __version__
 
     # the checks are code as well as schema: a new Cema validates every file again
-    schema = resources.files("cema").joinpath("schemas/cema.schema.json").read_bytes()
-    key = xxhash.xxh3_64_hexdigest(
+    schema = _SCHEMA_FILE.read_bytes()
+    key = xxhash.xxh3_128_hexdigest(
         __version__.encode() + b"\0" + schema + b"\0" + text.encode("utf-8")
     )
-    return default_home() / "validated" / key
+    return default_home() / "validated" / f"{key}.json"
 
 
-def validate_cached(data: Any, text: str, *, file: Path, root: yaml.Node | None) -> None:
-    """Validate, remembering texts that passed: a no-op ``cema sync`` skips jsonschema."""
-    marker = _validated_marker(text)
-    if marker.exists():
-        return
-    validate(data, file=file, root=root)
+def validated_document(text: str) -> Any | None:
+    """The data of a ``cema.yaml`` text that passed every check before, or None.
+
+    A no-op ``cema sync`` then pays for neither YAML parsing nor jsonschema.
+    """
     try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    except OSError:  # a read-only cache only costs speed
+        return json.loads(_validated_copy(text).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def remember_validated(text: str, data: Any) -> None:
+    """Keep the data of a text that passed every check (when JSON holds it exactly)."""
+    from cema._fs import atomic_write
+
+    try:
+        encoded = json.dumps(data)
+        if json.loads(encoded) != data:  # YAML dates, non-string keys...: parse again each time
+            return
+        copy = _validated_copy(text)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(copy, encoded, durable=False)
+    except (OSError, TypeError, ValueError):  # a read-only cache only costs speed
         pass
 
 
 def check_duplicate_keys(
     node: yaml.Node | None, path: Path, parts: tuple[str | int, ...] = ()
 ) -> None:
+    """Refuse a mapping that repeats a key (YAML would keep the last one silently)."""
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:

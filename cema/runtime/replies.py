@@ -42,8 +42,13 @@ def outcome(reply: protocol.Frame, *, what: Callable[[], str], worker: str) -> A
     raise ProtocolError(f"Worker {worker!r} answered {what()} with an unknown kind {kind}.")
 
 
-def rebuild_error(info: tuple[str, str, str, bytes | None], *, worker: str) -> BaseException:
-    """The worker's exception as its own type with the remote traceback, else a RemoteError."""
+def rebuild_error(info: tuple[str, str, str, bytes | None], *, worker: str) -> Exception:
+    """The worker's exception as its own type with the remote traceback, else a RemoteError.
+
+    Only an ``Exception`` is rebuilt as itself: a ``SystemExit``, ``KeyboardInterrupt`` or
+    ``GeneratorExit`` the worker's code raised (and the worker caught: it serves on) would
+    otherwise end or interrupt the host; it arrives as a ``RemoteError`` naming its type.
+    """
     type_name, message, remote_traceback, pickled = info
     if pickled is not None:
         try:
@@ -51,7 +56,7 @@ def rebuild_error(info: tuple[str, str, str, bytes | None], *, worker: str) -> B
         except Exception:  # noqa: S110 - the class lives only in the worker
             pass
         else:
-            if isinstance(exc, BaseException):
+            if isinstance(exc, Exception):
                 _attach_traceback(exc, remote_traceback, worker=worker)
                 return exc
     return RemoteError(message, remote_type=type_name, remote_traceback=remote_traceback)

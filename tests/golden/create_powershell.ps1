@@ -93,6 +93,7 @@ try {
   ]
  ],
  "created": 1700000000.0,
+ "digest": "sha256:0f22f13e50e8ce83df28f4643715ef7cef89e058b4070c6d10807a16fd7bffff",
  "engine": "micromamba",
  "kind": "conda",
  "pip": [

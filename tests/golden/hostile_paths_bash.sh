@@ -76,6 +76,7 @@ else
   ]
  ],
  "created": 1700000000.0,
+ "digest": "sha256:2df42629e0d97cfd4d769a831646ae45efa84e6ff428d02d9f9b16b4254a20f0",
  "engine": "micromamba",
  "kind": "conda",
  "pip": [
@@ -110,6 +111,7 @@ else
  "address": "b2b2b2b2b2b2b2b2b2b2b2b2",
  "conda": [],
  "created": 1700000000.0,
+ "digest": "sha256:c560269754a36f6357cdf54ad83e7d57d4d1bb37d0bcb79f97680e012e69f6be",
  "engine": "micromamba",
  "kind": "venv",
  "pip": [

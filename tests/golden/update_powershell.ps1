@@ -88,6 +88,7 @@ try {
   ]
  ],
  "created": 1700000000.0,
+ "digest": "sha256:86dbe83ba2974bbc68b7a044cec13689c666fabad6bc802585e443bbe4ab0edb",
  "engine": "micromamba",
  "kind": "conda",
  "pip": [],

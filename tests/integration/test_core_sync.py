@@ -360,3 +360,23 @@ def test_channel_builder_archives_are_byte_identical(local_channel: Path, tmp_pa
     assert len(archives) == 5
     for rel in archives:
         assert (again / rel).read_bytes() == (local_channel / rel).read_bytes(), rel
+
+
+def test_a_no_op_sync_writes_nothing(
+    local_channel: Path, make_project, run_cema, store: cema.Store
+) -> None:
+    folder = make_project(demo_yaml(local_channel))
+    run_cema("sync", cwd=folder)
+    before = {**tree_snapshot(store.root), **tree_snapshot(folder)}
+    # the default (checks freshness), --locked and --frozen are all read-only when nothing changed
+    for mode in ([], ["--locked"], ["--frozen"]):
+        out = run_cema("-v", "sync", *mode, cwd=folder)
+        assert "building" not in out.stderr
+    assert {**tree_snapshot(store.root), **tree_snapshot(folder)} == before
+    # and the fast path still notices a receipt that is no longer sound
+    receipt = synced_prefix(folder, store) / RECEIPT_NAME
+    edited = receipt.read_text().replace('"1.0"', '"9.9"', 1)
+    assert edited != receipt.read_text()
+    receipt.write_text(edited)
+    out = run_cema("-v", "sync", cwd=folder)
+    assert "building" in out.stderr
