@@ -7,6 +7,7 @@ temporary folder). Each row runs its two sides alternately ``--repeat`` times an
 min/median/max of each and the ratio of the medians. Targets:
   `cema --version`                      <= 1.5x `python -c pass`
   no-op `cema sync` of 20 locked envs   <= 2.5x `python -c pass`
+  no-op `cema sync` of 500 locked envs  <= 1.5x the 20-env no-op
   create from a warm package cache      <= 1.2x raw `rattler.install` of the same records
   lock of 20 envs                       <= 1.2x raw `rattler.solve` of the same specs
 """
@@ -54,6 +55,26 @@ def twenty_specs() -> list[list[str]]:
     return [list(c) for c in combos[:20]]
 
 
+def many_specs(count: int) -> list[list[str]]:
+    """``count`` different envs: every subset of the packages, with each openssl."""
+    sizes = range(1, len(PACKAGES) + 1)
+    combos = [
+        [*subset, ssl]
+        for n in sizes
+        for subset in itertools.combinations(PACKAGES, n)
+        for ssl in OPENSSL
+    ]
+    return combos[:count]
+
+
+def write_project(folder: Path, channel: Path, specs: list[list[str]]) -> Path:
+    folder.mkdir()
+    lines = ["version: 1", f"channels: [{channel}]", "platforms: [linux-64]", "environments:"]
+    lines += [f"  env{i:03d}: {{conda: [{', '.join(s)}]}}" for i, s in enumerate(specs)]
+    (folder / "cema.yaml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
@@ -80,13 +101,12 @@ def main() -> int:
         shutil.copytree(source, channel)
         asyncio.run(index_fs(channel, write_zst=False, write_shards=False))
         specs = twenty_specs()
-        project_dir = work / "project"
-        project_dir.mkdir()
-        lines = ["version: 1", f"channels: [{channel}]", "platforms: [linux-64]", "environments:"]
-        lines += [f"  env{i:02d}: {{conda: [{', '.join(s)}]}}" for i, s in enumerate(specs)]
-        (project_dir / "cema.yaml").write_text("\n".join(lines) + "\n")
+        project_dir = write_project(work / "project", channel, specs)
+        big_dir = write_project(work / "big", channel, many_specs(500))
         store = Store(work / "store")
+        # byte-compiled modules, as an installed Cema has them
         env = {**os.environ, "CEMA_HOME": str(store.root)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         # 1. lock of 20 envs vs raw rattler.solve of the same specs
         def cema_lock() -> None:
@@ -165,14 +185,26 @@ def main() -> int:
                 capture_output=True,
             )
 
+        def noop_big() -> None:
+            subprocess.run(
+                [*cema, "--project", str(big_dir), "sync", "--locked", "-q"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+
+        subprocess.run([*cema, "--project", str(big_dir), "sync", "-q"], env=env, check=True)
+        noop_sync(), noop_big()  # warm: byte-compiled modules, quick copies of the lock
         t_version, t_pass = paired(version, python_pass, args.repeat * 4)
         t_noop, t_pass2 = paired(noop_sync, python_pass, args.repeat * 4)
+        t_big, t_noop2 = paired(noop_big, noop_sync, args.repeat * 4)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     rows = [
         ("cema --version / python -c pass", t_version, t_pass, 1.5),
         ("no-op sync, 20 envs / python -c pass", t_noop, t_pass2, 2.5),
+        ("no-op sync, 500 envs / 20 envs", t_big, t_noop2, 1.5),
         ("create, warm cache / raw rattler.install", t_create, t_raw_install, 1.2),
         ("lock, 20 envs / raw rattler.solve", t_lock, t_solve, 1.2),
     ]

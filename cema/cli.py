@@ -15,7 +15,7 @@ from cema.errors import CemaError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any, TextIO
+    from typing import Any
 
     from cema.model.plan import Plan
     from cema.project import Project, SyncMode
@@ -31,39 +31,6 @@ environments:
     conda: []
     pip: []
 """
-
-
-class BarReporter:
-    """A one-line progress bar on stderr (only used on a TTY)."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.total = 0
-        self.done = 0
-        self.label = ""
-
-    def start(self, *, total: int, label: str) -> None:
-        """Begin a phase."""
-        self.total, self.done, self.label = total, 0, label
-        self._draw("")
-
-    def advance(self, *, step: str) -> None:
-        """One step done."""
-        self.done += 1
-        self._draw(step)
-
-    def finish(self) -> None:
-        """End the phase and clear the line."""
-        self.stream.write("\r\033[K")
-        self.stream.flush()
-
-    def _draw(self, step: str) -> None:
-        filled = int(self.WIDTH * self.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self.stream.write(f"\r\033[K{self.label} [{bar}] {self.done}/{self.total} {step}")
-        self.stream.flush()
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -154,8 +121,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Make the store match the lock."""
     project = _project(args)
     mode: SyncMode = "frozen" if args.frozen else "locked" if args.locked else "auto"
+    from cema.engines.builder import BarReporter
+
     reporter = BarReporter(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
-    result = project.sync(names=args.env or (), mode=mode, prune=args.prune, reporter=reporter)
+    result = project.sync(
+        names=args.env or (), mode=mode, prune=args.prune, reporter=reporter, verify=args.verify
+    )
     if not args.quiet:
         if result.plan.is_noop:
             print(f"{len(result.prefixes)} environment(s) up to date.")
@@ -262,6 +233,8 @@ def _gc_store(args: argparse.Namespace) -> Any:
 
 # -- parser --------------------------------------------------------------------------------------
 
+COMMANDS = ("init", "lock", "plan", "sync", "list", "verify", "run", "gc")
+
 
 def _common_options(default: Any) -> argparse.ArgumentParser:
     """Options accepted before and after the command (SUPPRESS keeps the first one given)."""
@@ -296,8 +269,9 @@ def _common_options(default: Any) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every command (``only``: for that command alone, which is faster
+    to build and parses that command's arguments the same way)."""
     common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="cema",
@@ -307,74 +281,107 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"cema {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
-    p.set_defaults(func=cmd_init)
+    if only in (None, "init"):
+        p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
+        p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")
-    p.add_argument(
-        "--check", action="store_true", help="fail if cema.lock is out of date, without solving"
-    )
-    p.add_argument(
-        "--upgrade",
-        nargs="*",
-        metavar="NAME",
-        help="resolve these envs (all when none named) again even if unchanged",
-    )
-    p.set_defaults(func=cmd_lock)
+    if only in (None, "lock"):
+        p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")
+        p.add_argument(
+            "--check", action="store_true", help="fail if cema.lock is out of date, without solving"
+        )
+        p.add_argument(
+            "--upgrade",
+            nargs="*",
+            metavar="NAME",
+            help="resolve these envs (all when none named) again even if unchanged",
+        )
+        p.set_defaults(func=cmd_lock)
 
-    p = sub.add_parser("plan", parents=[common], help="show what sync would do")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--prune", action="store_true", help="include removals")
-    p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
-    p.add_argument(
-        "--script",
-        choices=["bash", "powershell"],
-        help="print the plan as a micromamba script for this shell instead",
-    )
-    p.set_defaults(func=cmd_plan)
+    if only in (None, "plan"):
+        p = sub.add_parser("plan", parents=[common], help="show what sync would do")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--prune", action="store_true", help="include removals")
+        p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+        p.add_argument(
+            "--script",
+            choices=["bash", "powershell"],
+            help="print the plan as a micromamba script for this shell instead",
+        )
+        p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--locked", action="store_true", help="fail if cema.lock is out of date")
-    mode.add_argument(
-        "--frozen",
-        action="store_true",
-        help="install cema.lock as it is: no freshness check, no solve",
-    )
-    p.add_argument(
-        "--prune", action="store_true", help="remove prefixes this project no longer uses"
-    )
-    p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
-    p.add_argument(
-        "--engine",
-        choices=["rattler", "micromamba"],
-        help="what builds the prefixes (default: `engine:` in cema.yaml, else rattler)",
-    )
-    p.add_argument(
-        "--micromamba",
-        metavar="PATH",
-        help="the micromamba binary (implies --engine micromamba)",
-    )
-    p.set_defaults(func=cmd_sync)
+    if only in (None, "sync"):
+        p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--locked", action="store_true", help="fail if cema.lock is out of date")
+        mode.add_argument(
+            "--frozen",
+            action="store_true",
+            help="install cema.lock as it is: no freshness check, no solve",
+        )
+        p.add_argument(
+            "--prune", action="store_true", help="remove prefixes this project no longer uses"
+        )
+        p.add_argument(
+            "--verify",
+            action="store_true",
+            help="check the files of the envs it keeps (as `cema verify`); rebuild damaged ones",
+        )
+        p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+        p.add_argument(
+            "--engine",
+            choices=["rattler", "micromamba"],
+            help="what builds the prefixes (default: `engine:` in cema.yaml, else rattler)",
+        )
+        p.add_argument(
+            "--micromamba",
+            metavar="PATH",
+            help="the micromamba binary (implies --engine micromamba)",
+        )
+        p.set_defaults(func=cmd_sync)
 
-    p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
-    p.set_defaults(func=cmd_list)
+    if only in (None, "list"):
+        p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
+        p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("verify", parents=[common], help="check the installed files of the envs")
-    p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
-    p.add_argument("--full", action="store_true", help="also hash every file (slower)")
-    p.set_defaults(func=cmd_verify)
+    if only in (None, "verify"):
+        p = sub.add_parser("verify", parents=[common], help="check the installed files of the envs")
+        p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+        p.add_argument("--full", action="store_true", help="also hash every file (slower)")
+        p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("run", parents=[common], help="run a command in an activated env")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-    p.set_defaults(func=cmd_run)
+    if only in (None, "run"):
+        p = sub.add_parser("run", parents=[common], help="run a command in an activated env")
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+        p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("gc", parents=[common], help="remove prefixes no project references")
-    p.add_argument("--dry-run", action="store_true", help="only list them")
-    p.add_argument("--all-staging", action="store_true", help="also clear recent staging dirs")
-    p.set_defaults(func=cmd_gc)
+    if only in (None, "gc"):
+        p = sub.add_parser("gc", parents=[common], help="remove prefixes no project references")
+        p.add_argument("--dry-run", action="store_true", help="only list them")
+        p.add_argument("--all-staging", action="store_true", help="also clear recent staging dirs")
+        p.set_defaults(func=cmd_gc)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when it is certain (else None: build the whole parser).
+
+    Only global options may come before it; ``--project``/``-p``/``--store`` take a value.
+    Anything unusual (``--help``, an abbreviated option, ``--``) gives None.
+    """
+    given = iter(argv)
+    flags = ("-q", "--quiet", "--verbose")
+    for arg in given:
+        if arg in ("--project", "-p", "--store"):
+            next(given, None)
+        elif arg in flags or arg.startswith(("--project=", "--store=", "-vv")) or arg == "-v":
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg if arg in COMMANDS else None
+    return None
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -394,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if given in (["--version"], ["-V"]):  # the common probe, answered before argparse is built
         print(f"cema {__version__}")
         raise SystemExit(0)  # what argparse's version action does
-    parser = build_parser()
+    parser = build_parser(_command_of(given))
     args = parser.parse_args(given)
     _setup_logging(args.verbose, args.quiet)
     try:

@@ -196,8 +196,12 @@ class Project:
         mode: SyncMode = "auto",
         prune: bool = False,
         reporter: Reporter | None = None,
+        verify: bool = False,
     ) -> SyncResult:
-        """Make the store match the lock for the selected envs (all by default)."""
+        """Make the store match the lock for the selected envs (all by default).
+
+        ``verify``: check the files of the prefixes it reuses; damaged ones are built again.
+        """
         lock = self._lock_for_sync(names, mode)
         selected = list(names) or sorted(self.spec.environments)
         return sync_lock(
@@ -208,6 +212,7 @@ class Project:
             builder=lambda: self.builder,
             prune=prune,
             reporter=reporter,
+            verify=verify,
         )
 
     def prefix(self, name: str) -> Path:

@@ -187,6 +187,20 @@ class Store:
         ):
             yield
 
+    def discard_cached_package(self, folder: Path) -> None:
+        """Remove one extracted package from the package cache (it is extracted again on use).
+
+        Only a folder inside this store's package caches is ever removed, whatever a prefix's
+        records claim.
+        """
+        folder = folder.resolve()
+        caches = {
+            self.package_cache.resolve(),
+            (self.builder_cache("micromamba") / "pkgs").resolve(),
+        }
+        if folder.parent in caches and folder.is_dir() and not folder.is_symlink():
+            self.discard(folder)
+
     def discard(self, path: Path) -> None:
         """Move a half-built or removed prefix out of the way, then delete it (best effort)."""
         if not path.exists():

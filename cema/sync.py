@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from cema.engines.builder import Builder, BuildStep, NullReporter, Reporter
 from cema.model.hashing import venv_address
 from cema.model.lock import LockedEnv, LockedPlatform, Lockfile
-from cema.model.plan import Create, Plan, Remove, Target, Update, make_plan
+from cema.model.plan import Action, Create, Plan, Remove, Reuse, Target, Update, make_plan
 from cema.model.receipt import Receipt
 from cema.store import Store
 
@@ -121,6 +121,38 @@ def plan_sync(
     )
     store.save_checked()
     return plan
+
+
+def _repair_damaged(store: Store, plan: Plan) -> Plan:
+    """Move damaged prefixes the plan reuses out of the way: the plan then builds them."""
+    from dataclasses import replace
+
+    from cema.verify import damaged_cache_dirs, verify_prefix
+
+    actions: list[Action] = []
+    for action in plan.actions:
+        if isinstance(action, Reuse | Update) and not (isinstance(action, Update) and action.build):
+            prefix = store.prefix(action.address)
+            problems = verify_prefix(prefix)
+            if problems:
+                log.warning(
+                    "%s is damaged (%s%s): building it again",
+                    prefix,
+                    problems[0],
+                    f" and {len(problems) - 1} more" if len(problems) > 1 else "",
+                )
+                with store.prefix_lock(action.address):
+                    # hard links: a file changed in the prefix changed its cached copy too
+                    for folder in damaged_cache_dirs(prefix, problems):
+                        store.discard_cached_package(folder)
+                    store.discard(prefix)
+                if isinstance(action, Update):
+                    actions.append(replace(action, build=True))
+                else:
+                    actions.append(Create(env=action.env, address=action.address, kind=action.kind))
+                continue
+        actions.append(action)
+    return Plan(actions=tuple(actions))
 
 
 class _Ready(Mapping[str, Receipt]):
@@ -297,8 +329,12 @@ def sync_lock(
     builder: Builder | Callable[[], Builder],
     prune: bool = False,
     reporter: Reporter | None = None,
+    verify: bool = False,
 ) -> SyncResult:
     """Make ``store`` match ``lock`` for ``names``, with no solve (what ``--frozen`` does).
+
+    ``verify``: check the files of every prefix it would reuse (``cema verify``'s fast check)
+    and build a damaged one again, with fresh copies of the packages it shares.
 
     ``builder`` may be a factory: a no-op sync never loads it (importing rattler is most of the
     cost of a no-op sync).
@@ -314,6 +350,8 @@ def sync_lock(
         store.update_registration(lock.path, add_pending=pending)
     try:
         plan = plan_sync(store, lock, resolved, prune=prune)
+        if verify:
+            plan = _repair_damaged(store, plan)
         chosen = (builder() if callable(builder) else builder) if plan.builds else None
         return apply_plan(store, lock, plan, resolved, builder=chosen, reporter=reporter)
     finally:

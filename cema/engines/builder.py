@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from cema.model.lock import CondaRecord
 
@@ -66,7 +66,41 @@ class Builder(Protocol):
         ...
 
 
+class BarReporter:
+    """A one-line progress bar on stderr (only used on a TTY)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.total = 0
+        self.done = 0
+        self.label = ""
+
+    def start(self, *, total: int, label: str) -> None:
+        """Begin a phase."""
+        self.total, self.done, self.label = total, 0, label
+        self._draw("")
+
+    def advance(self, *, step: str) -> None:
+        """One step done."""
+        self.done += 1
+        self._draw(step)
+
+    def finish(self) -> None:
+        """End the phase and clear the line."""
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+    def _draw(self, step: str) -> None:
+        filled = int(self.WIDTH * self.done / max(self.total, 1))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r\033[K{self.label} [{bar}] {self.done}/{self.total} {step}")
+        self.stream.flush()
+
+
 __all__ = [
+    "BarReporter",
     "BuildStep",
     "Builder",
     "NullReporter",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,8 @@ DIGEST_KEY = "digest"
 
 def receipt_digest(data: dict[str, Any]) -> str:
     """``sha256:<hex>`` of a receipt's fields (all but the digest) as canonical JSON."""
+    import hashlib  # only where a receipt is read or written: not on a no-op sync
+
     body = {k: v for k, v in data.items() if k != DIGEST_KEY}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()

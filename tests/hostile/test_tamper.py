@@ -198,3 +198,24 @@ def test_a_file_deleted_from_the_pip_layer_is_reported(
     rel = six.relative_to(prefix).as_posix()
     assert proc.stdout.splitlines()[1:] == [f"  missing {rel} (six)"]
     assert proc.stderr.strip() == DAMAGED_ONE
+
+
+@pytest.mark.shared
+def test_sync_verify_rebuilds_a_damaged_prefix_from_fresh_packages(xz_project: Path, store) -> None:
+    prefix = xz_prefix(xz_project, store)
+    library = next((prefix / "lib").glob("liblzma.so.5.*"))
+    size = library.stat().st_size
+    (prefix / "bin" / "xz").unlink()
+    with library.open("r+b") as f:  # in place: its hard-linked copy in the package cache too
+        f.truncate(100)
+    plain = cema_cli(store, "-v", "sync", cwd=xz_project)
+    assert "building" not in plain.stderr  # a plain sync trusts receipts: one stat per prefix
+    repaired = cema_cli(store, "-v", "sync", "--verify", cwd=xz_project)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "is damaged" in repaired.stderr and "building" in repaired.stderr
+    assert xz_prefix(xz_project, store) == prefix  # same content, same address
+    assert (prefix / "bin" / "xz").is_file()
+    assert library.stat().st_size == size  # re-extracted, not linked from the damaged cache
+    assert verify_prefix(prefix, full=True) == []
+    again = cema_cli(store, "-v", "sync", "--verify", cwd=xz_project)
+    assert "building" not in again.stderr and "damaged" not in again.stderr

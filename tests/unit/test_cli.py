@@ -180,3 +180,30 @@ def test_every_error_survives_pickling() -> None:
         assert type(again) is type(exc)
         assert str(again) == str(exc) and again.hint == exc.hint
         assert again.__dict__ == exc.__dict__
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sync"],
+        ["-q", "sync", "--locked", "-e", "a", "-e", "b"],
+        ["--project", "sync", "sync", "--frozen"],  # a value that looks like a command
+        ["-p", "x", "--store=s", "-vv", "plan", "--json", "--prune"],
+        ["run", "tools", "--", "cowsay", "-q", "hi"],
+        ["lock", "--upgrade"],
+        ["verify", "--full", "-v"],
+        ["gc", "--dry-run"],
+    ],
+)
+def test_the_one_command_parser_parses_as_the_whole_parser(argv: list[str]) -> None:
+    from cema.cli import _command_of, build_parser
+
+    assert _command_of(argv) is not None
+    assert build_parser(_command_of(argv)).parse_args(argv) == build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--proj", "x", "sync"], ["-pv", "x", "sync"], []])
+def test_an_unusual_command_line_gets_the_whole_parser(argv: list[str]) -> None:
+    from cema.cli import _command_of
+
+    assert _command_of(argv) is None
