@@ -1,0 +1,236 @@
+"""The ``cema`` command line: its parser and error boundary (only ``cema.cli`` prints)."""
+
+from __future__ import annotations
+
+# `cema --version` and `--help` must cost little more than the interpreter's start-up: this
+# module imports argparse and the version only; each command (cli/commands.py) imports what
+# it uses.
+import argparse
+import os
+import sys
+
+from cema._version import __version__
+from cema.errors import CemaError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+COMMANDS = ("init", "lock", "plan", "sync", "list", "verify", "run", "gc")
+
+
+def _common_options(default: Any) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (SUPPRESS keeps the first one given)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project",
+        "-p",
+        metavar="PATH",
+        default=default,
+        help="cema.yaml or its folder (default: search from the cwd upwards)",
+    )
+    common.add_argument(
+        "--store",
+        metavar="PATH",
+        default=default,
+        help="the store (default: `store:` in cema.yaml, else $CEMA_HOME, else the user cache dir)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default is None else default,
+        help="more detail",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default is None else default,
+        help="print only errors",
+    )
+    return common
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every command (``only``: for that command alone, which is faster
+    to build and parses that command's arguments the same way)."""
+    from cema.cli import commands
+
+    common = _common_options(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog="cema",
+        description="Declarative, locked, content-addressed conda and pip envs.",
+        parents=[_common_options(None)],
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"cema {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    if only in (None, "init"):
+        p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
+        p.set_defaults(func=commands.cmd_init)
+
+    if only in (None, "lock"):
+        p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")
+        p.add_argument(
+            "--check", action="store_true", help="fail if cema.lock is out of date, without solving"
+        )
+        p.add_argument(
+            "--upgrade",
+            nargs="*",
+            metavar="NAME",
+            help="resolve these envs (all when none named) again even if unchanged",
+        )
+        p.set_defaults(func=commands.cmd_lock)
+
+    if only in (None, "plan"):
+        p = sub.add_parser("plan", parents=[common], help="show what sync would do")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--prune", action="store_true", help="include removals")
+        p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+        p.add_argument(
+            "--script",
+            choices=["bash", "powershell"],
+            help="print the plan as a micromamba script for this shell instead",
+        )
+        p.set_defaults(func=commands.cmd_plan)
+
+    if only in (None, "sync"):
+        p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--locked", action="store_true", help="fail if cema.lock is out of date")
+        mode.add_argument(
+            "--frozen",
+            action="store_true",
+            help="install cema.lock as it is: no freshness check, no solve",
+        )
+        p.add_argument(
+            "--prune", action="store_true", help="remove prefixes this project no longer uses"
+        )
+        p.add_argument(
+            "--verify",
+            action="store_true",
+            help="check the files of the envs it keeps (as `cema verify`); rebuild damaged ones",
+        )
+        p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+        p.add_argument(
+            "--engine",
+            choices=["rattler", "micromamba"],
+            help="what builds the prefixes (default: `engine:` in cema.yaml, else rattler)",
+        )
+        p.add_argument(
+            "--micromamba",
+            metavar="PATH",
+            help="the micromamba binary (implies --engine micromamba)",
+        )
+        p.set_defaults(func=commands.cmd_sync)
+
+    if only in (None, "list"):
+        p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
+        p.set_defaults(func=commands.cmd_list)
+
+    if only in (None, "verify"):
+        p = sub.add_parser("verify", parents=[common], help="check the installed files of the envs")
+        p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
+        p.add_argument("--full", action="store_true", help="also hash every file (slower)")
+        p.set_defaults(func=commands.cmd_verify)
+
+    if only in (None, "run"):
+        p = sub.add_parser("run", parents=[common], help="run a command in an activated env")
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+        p.set_defaults(func=commands.cmd_run)
+
+    if only in (None, "gc"):
+        p = sub.add_parser("gc", parents=[common], help="remove prefixes no project references")
+        p.add_argument("--dry-run", action="store_true", help="only list them")
+        p.add_argument("--all-staging", action="store_true", help="also clear recent staging dirs")
+        p.set_defaults(func=commands.cmd_gc)
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when it is certain (else None: build the whole parser).
+
+    Only global options may come before it; ``--project``/``-p``/``--store`` take a value.
+    Anything unusual (``--help``, an abbreviated option, ``--``) gives None.
+    """
+    given = iter(argv)
+    flags = ("-q", "--quiet", "--verbose")
+    for arg in given:
+        if arg in ("--project", "-p", "--store"):
+            next(given, None)
+        elif arg in flags or arg.startswith(("--project=", "--store=", "-vv")) or arg == "-v":
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    import logging
+
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    )
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cema`` command: user errors print ``error:``/``hint:`` and exit 1."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    if given in (["--version"], ["-V"]):  # the common probe, answered before argparse is built
+        print(f"cema {__version__}")
+        raise SystemExit(0)  # what argparse's version action does
+    parser = build_parser(_command_of(given))
+    args = parser.parse_args(given)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args))
+    except CemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cema list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        # a path that is not what it should be (a file where a folder goes, no permission...)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print("hint: check that path (and --store, --project).", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    """The console script: ``main()``, then leave without finalizing the interpreter.
+
+    py-rattler's tokio threads can still be handing a result back to Python when ``main()``
+    returns; finalizing the interpreter under them crashes (SIGSEGV/SIGABRT) after the work is
+    done. Nothing is left to clean up here: flush what was written and exit at once.
+    """
+    import contextlib
+    import logging
+
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()

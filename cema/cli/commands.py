@@ -1,0 +1,227 @@
+"""The commands of ``cema``: each runs one verb over the library and prints its result."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cema.errors import CemaError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from cema.model.plan import Plan
+    from cema.project import Project, SyncMode
+
+STARTER = """\
+# Cema project: `cema lock` resolves it into cema.lock, `cema sync` builds the environments.
+version: 1
+channels: [conda-forge]
+platforms: [{platform}]
+environments:
+  default:
+    python: "3.11"
+    conda: []
+    pip: []
+"""
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _project(args: argparse.Namespace) -> Project:
+    from cema.project import Project
+
+    engine: Any = getattr(args, "engine", None)
+    binary = getattr(args, "micromamba", None)
+    if binary is not None or engine == "micromamba":
+        from cema.engines.micromamba import MicromambaEngine
+
+        engine = MicromambaEngine(binary=binary)
+    return Project.load(args.project, store=args.store, engine=engine)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starting ``cema.yaml``."""
+    from cema._fs import atomic_write
+    from cema.model.spec import SPEC_FILENAME, current_platform
+
+    folder = Path(args.project or ".")
+    target = folder if folder.suffix in (".yaml", ".yml") else folder / SPEC_FILENAME
+    if target.exists():
+        raise CemaError(f"{target} already exists.", hint="edit it, or remove it first.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, STARTER.format(platform=current_platform()))
+    print(f"wrote {target}: add dependencies, then run `cema lock`.")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """Resolve ``cema.yaml`` into ``cema.lock`` (or check that it is up to date)."""
+    project = _project(args)
+    if args.check:
+        project.check()
+        if not args.quiet:
+            print(f"{project.lock_path} is up to date.")
+        return 0
+    upgrade: Sequence[str] | bool = False
+    if args.upgrade is not None:
+        upgrade = args.upgrade or True
+    lock = project.lock(upgrade=upgrade)
+    if not args.quiet:
+        print(f"locked {len(lock.envs)} environment(s) into {project.lock_path}")
+    return 0
+
+
+def _print_plan(plan: Plan, project: Project) -> None:
+    from cema.model.plan import Create, Remove, Reuse, Update
+
+    for action in plan.actions:
+        match action:
+            case Create(env=env, address=address, kind=kind):
+                print(f"create  {env} ({kind}) -> {project.store.prefix(address)}")
+            case Update():
+                how = "build" if action.build else "reuse"
+                print(
+                    f"update  {action.env} ({action.kind}, {how}) -> "
+                    f"{project.store.prefix(action.address)}"
+                )
+                for line in action.diff.lines():
+                    print(f"          {line}")
+            case Reuse(env=env, address=address):
+                print(f"reuse   {env} -> {project.store.prefix(address)}")
+            case Remove(address=address, was=was):
+                print(f"remove  {project.store.prefix(address)}" + (f" (was {was})" if was else ""))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Show what ``cema sync`` would do."""
+    project = _project(args)
+    if args.script:
+        sys.stdout.write(project.script(args.script, names=args.env or (), prune=args.prune).text)
+        return 0
+    plan = project.plan(names=args.env or (), prune=args.prune, mode="locked")
+    if args.json:
+        import json
+
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        _print_plan(plan, project)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Make the store match the lock."""
+    project = _project(args)
+    mode: SyncMode = "frozen" if args.frozen else "locked" if args.locked else "auto"
+    from cema.engines.builder import BarReporter
+
+    reporter = BarReporter(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    result = project.sync(
+        names=args.env or (), mode=mode, prune=args.prune, reporter=reporter, verify=args.verify
+    )
+    if not args.quiet:
+        if result.plan.is_noop:
+            print(f"{len(result.prefixes)} environment(s) up to date.")
+        else:
+            _print_plan(result.plan, project)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List the project's envs and where they are built."""
+    project = _project(args)
+    registration = project.store.registration(project.lock_path)
+    for name, env in sorted(project.spec.environments.items()):
+        address = registration.envs.get(name) if registration else None
+        receipt = project.store.receipt(address) if address else None
+        where = str(project.store.prefix(address)) if receipt and address else "not synced"
+        count = f"{len(receipt.packages())} packages" if receipt else ""
+        print(f"{name:20} {env.resolved_kind:6} {count:14} {where}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check the installed files of the project's envs against their package records."""
+    from cema.verify import check_env, summary
+
+    project = _project(args)
+    names = [project.spec.env(n).name for n in args.env] if args.env else None
+    registration = project.store.registration(project.lock_path)
+    checks = []
+    for name in names or sorted(project.spec.environments):
+        address = registration.envs.get(name) if registration else None
+        check = check_env(project.store, name, address, full=args.full)
+        checks.append(check)
+        if not (check.ok and args.quiet):
+            print("\n".join(check.lines(limit=None if args.verbose else 20)))
+    failed = summary(checks)
+    if failed:
+        raise CemaError(failed)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a command inside an activated env."""
+    from cema.activation import activated_environ
+
+    project = _project(args)
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise CemaError("no command given.", hint="cema run NAME -- COMMAND [ARGS...]")
+    env_spec = project.spec.env(args.name)
+    prefix = project.prefix(args.name)
+    receipt = project.store.receipt(prefix.name)
+    kind = receipt.kind if receipt else env_spec.resolved_kind
+    env = activated_environ(prefix, kind=kind, name=args.name, variables=env_spec.variables)
+    import shutil
+    import subprocess
+
+    exe = shutil.which(command[0], path=env["PATH"]) or command[0]
+    try:
+        return subprocess.call([exe, *command[1:]], env=env)
+    except FileNotFoundError:
+        raise CemaError(
+            f"{command[0]!r} was not found in environment {args.name!r}.",
+            hint="check the spelling, or add the package that provides it.",
+        ) from None
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove prefixes that no registered project references."""
+    from cema.store import Store
+
+    store = Store(args.store) if args.store else _gc_store(args)
+    # inventory first: a sync registers what it builds before its receipt can appear
+    ready = store.inventory()
+    referenced = store.referenced() | store.pinned()  # running workers keep their prefixes
+    unused = sorted(a for a in ready if a not in referenced)
+    removed = 0
+    for address in unused:
+        if args.dry_run:
+            print(f"would remove {store.prefix(address)}")
+        elif store.remove_unreferenced(address):  # checked again under the prefix's lock
+            print(f"removing {store.prefix(address)}")
+            removed += 1
+    if not args.dry_run:
+        store.sweep_staging(older_than_s=0 if args.all_staging else 24 * 3600.0)
+    print(
+        f"{len(unused)} unused prefix(es) found."
+        if args.dry_run
+        else f"{removed} unused prefix(es) removed."
+    )
+    return 0
+
+
+def _gc_store(args: argparse.Namespace) -> Any:
+    from cema.store import Store
+
+    try:
+        return _project(args).store
+    except CemaError:
+        return Store()
