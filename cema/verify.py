@@ -274,6 +274,39 @@ def damaged_cache_dirs(prefix: Path, problems: Iterable[Problem]) -> list[Path]:
     return sorted(out)
 
 
+def verify_cache_entry(entry: Path, *, full: bool = False) -> list[Problem]:
+    """Check one extracted package of the package cache against its ``info/paths.json``.
+
+    The cache holds each file as the archive has it (prefix placeholders not yet replaced),
+    so every regular file must have its recorded size (and sha256, with ``full``). A damaged
+    entry must be extracted again before anything links from it.
+    """
+    package = entry.name
+    try:
+        data = json.loads((entry / "info" / "paths.json").read_text("utf-8"))
+        items = [p for p in data["paths"] if isinstance(p, dict) and "_path" in p]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [Problem("info/paths.json", "record", package, "unreadable")]
+    root = str(entry) + os.sep
+    problems = []
+    for item in items:
+        rel = str(item["_path"])
+        st = _lstat(root + rel)
+        if st is None:
+            problems.append(Problem(rel, "missing", package))
+        elif item.get("path_type", "hardlink") == "hardlink" and stat.S_ISREG(st.st_mode):
+            size = item.get("size_in_bytes")
+            if isinstance(size, int) and st.st_size != size:
+                problems.append(
+                    Problem(rel, "size", package, f"{st.st_size} bytes, recorded {size}")
+                )
+            elif full and isinstance(item.get("sha256"), str):
+                digest = _sha256(root + rel)
+                if digest is None or digest.hex() != str(item["sha256"]).lower():
+                    problems.append(Problem(rel, "hash", package, "differs from the archive"))
+    return problems
+
+
 # -- envs ----------------------------------------------------------------------------------------
 
 
@@ -348,5 +381,6 @@ __all__ = [
     "damaged_cache_dirs",
     "site_packages",
     "summary",
+    "verify_cache_entry",
     "verify_prefix",
 ]

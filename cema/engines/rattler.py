@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,6 +159,33 @@ def _in_package_cache(package_cache: Path, rec: CondaRecord) -> bool:
     except OSError:
         return False
     return len(data) == 40 and data[8:].hex() == rec.sha256 and (package_cache / stem).is_dir()
+
+
+def _cache_entry_damaged(package_cache: Path, rec: CondaRecord) -> bool:
+    """Check a cached package before linking from it; a damaged one is removed (True).
+
+    Prefixes hard-link their files from the cache, so a file edited in place in any prefix
+    changed the cached copy: linking it again would spread the damage. One ``stat`` per file
+    (its recorded size); ``cema verify --full`` compares hashes.
+    """
+    from cema.verify import verify_cache_entry
+
+    entry = package_cache / f"{rec.name}-{rec.version}-{rec.build}"
+    problems = verify_cache_entry(entry)
+    if not problems:
+        return False
+    log.warning(
+        "the cached package %s is damaged (%s): extracting it again", entry.name, problems[0]
+    )
+    # renamed first: a sync linking from it meanwhile sees the whole entry or none of it
+    trash = package_cache / f".{entry.name}.damaged.{os.urandom(4).hex()}"
+    try:
+        entry.rename(trash)
+    except OSError:
+        trash = entry
+    (package_cache / f"{entry.name}.lock").unlink(missing_ok=True)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 def _verify_local_archive(rec: CondaRecord) -> None:
@@ -313,8 +341,11 @@ class RattlerEngine:
         """Install into ``staging`` with ``final`` patched into every file (rename to publish)."""
         records = step.records
         for rec in records:
+            cached = _in_package_cache(step.package_cache, rec)
+            if cached and _cache_entry_damaged(step.package_cache, rec):
+                cached = False  # removed: rattler extracts it again
             # rattler checks the hashes of what it downloads, not of local files it reads
-            if rec.url.startswith("file://") and not _in_package_cache(step.package_cache, rec):
+            if rec.url.startswith("file://") and not cached:
                 _verify_local_archive(rec)
         repodata_records = [_from_record(r) for r in records]
         reporter.start(total=len(records), label=f"installing {len(records)} packages")

@@ -219,3 +219,30 @@ def test_sync_verify_rebuilds_a_damaged_prefix_from_fresh_packages(xz_project: P
     assert verify_prefix(prefix, full=True) == []
     again = cema_cli(store, "-v", "sync", "--verify", cwd=xz_project)
     assert "building" not in again.stderr and "damaged" not in again.stderr
+
+
+@pytest.mark.shared
+def test_a_damaged_package_cache_entry_is_extracted_again_before_linking(
+    xz_project: Path, conda_forge_channel: Path, make_project, store
+) -> None:
+    library = next((xz_prefix(xz_project, store) / "lib").glob("liblzma.so.5.*"))
+    size = library.stat().st_size
+    with library.open("r+b") as f:  # in place: the package cache shares this file
+        f.truncate(100)
+    other = make_project(
+        f"""\
+        version: 1
+        channels: ["{conda_forge_channel}"]
+        platforms: [linux-64]
+        environments:
+          both:
+            conda: [xz, bzip2]
+        """,
+        folder=Path("other"),
+    )
+    proc = cema_cli(store, "sync", cwd=other)
+    assert proc.returncode == 0, proc.stderr
+    assert "is damaged" in proc.stderr and "extracting it again" in proc.stderr
+    prefix = cema.Project.load(other, store=store).prefix("both")
+    assert (prefix / "lib" / library.name).stat().st_size == size
+    assert verify_prefix(prefix, full=True) == []
