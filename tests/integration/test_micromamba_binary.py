@@ -202,3 +202,47 @@ def test_sync_downloads_the_pinned_binary_into_the_store(
     assert (prefix / ".cema-receipt.json").is_file()
     receipt = store.receipt(prefix.name)
     assert receipt is not None and receipt.engine == "micromamba"
+
+
+# --- a --micromamba or $CEMA_MICROMAMBA that cannot run: one error line naming the env
+
+
+@pytest.mark.parametrize("what", ["not executable", "missing", "a folder", "not a program"])
+def test_a_micromamba_that_cannot_run_is_one_error_line(
+    local_channel: Path, make_project, run_cema, store: cema.Store, tmp_path: Path, what: str
+) -> None:
+    binary = tmp_path / "micromamba"
+    if what == "not executable":
+        binary.write_text("#!/bin/sh\n")  # no execute permission
+    elif what == "a folder":
+        binary.mkdir()
+    elif what == "not a program":
+        binary.write_bytes(b"\x00garbage, not an executable format")
+        binary.chmod(0o755)
+    folder = make_project(
+        f"""\
+        version: 1
+        channels: ["{local_channel}"]
+        environments:
+          hello:
+            conda: [cemahello]
+        """
+    )
+    for how in ("flag", "variable"):
+        args = ("--micromamba", str(binary)) if how == "flag" else ("--engine", "micromamba")
+        env = {"CEMA_MICROMAMBA": str(binary)} if how == "variable" else None
+        out = run_cema("sync", *args, cwd=folder, env=env, check=False)
+        assert out.returncode == 1
+        assert "Traceback" not in out.stderr, out.stderr
+        error, hint = out.stderr.splitlines()
+        assert error.startswith("error: environment 'hello' cannot be built with micromamba: ")
+        assert str(binary) in error
+        expected = {
+            "not executable": "which is not executable",
+            "missing": "which does not exist",
+            "a folder": "which is a folder",
+            "not a program": "could not be run as micromamba (Exec format error)",
+        }[what]
+        assert expected in error
+        assert hint.startswith("hint: ")
+    assert store.inventory() == {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cema import _proc
-from cema.errors import EngineUnavailableError
+from cema.errors import CommandFailedError, EngineUnavailableError
 from cema.store import Store
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,17 @@ def _usable(path: Path) -> bool:
 
 def _checked(path: Path, source: str, where: Path) -> Path:
     if not _usable(path):
+        what = (
+            "which does not exist"
+            if not path.exists()
+            else "which is a folder, not the micromamba binary"
+            if path.is_dir()
+            else "which is not executable (no execute permission)"
+            if path.is_file()
+            else "which is not a regular file"
+        )
         raise EngineUnavailableError(
-            f"{source} names {path}, which is not an executable file.",
-            hint=_PROVIDE_HINT.format(where=where),
+            f"{source} names {path}, {what}.", hint=_PROVIDE_HINT.format(where=where)
         )
     return path
 
@@ -184,6 +192,23 @@ def download_micromamba(
 
 
 def micromamba_version(binary: Path) -> str:
-    """What ``micromamba --version`` prints (``2.9.0``)."""
-    out = _proc.run([binary, "--version"], what=f"{binary} --version", timeout_s=VERSION_TIMEOUT_S)
+    """What ``micromamba --version`` prints (``2.9.0``).
+
+    ``EngineUnavailableError`` when ``binary`` does not run (not a program for this machine, no
+    permission) or fails to answer.
+    """
+    hint = "pass --micromamba PATH to a micromamba 2 for this machine (or --engine rattler)."
+    try:
+        out = _proc.run(
+            [binary, "--version"], what=f"{binary} --version", timeout_s=VERSION_TIMEOUT_S
+        )
+    except OSError as exc:  # not a program this machine runs (ENOEXEC), no permission (EACCES)
+        raise EngineUnavailableError(
+            f"{binary} could not be run as micromamba ({exc.strerror or exc}).", hint=hint
+        ) from None
+    except CommandFailedError as exc:
+        why = exc.message.splitlines()[0].rstrip(":")
+        raise EngineUnavailableError(
+            f"{binary} does not answer `--version` as micromamba does ({why}).", hint=hint
+        ) from None
     return out.stdout.strip().splitlines()[-1].strip() if out.stdout.strip() else ""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from cema.engines.micromamba.binary import (
     stored_binary,
 )
 from cema.engines.micromamba.common import explicit_lines
-from cema.errors import EngineUnavailableError
+from cema.errors import CommandFailedError, EngineUnavailableError
 from cema.store import Store
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,13 @@ class MicromambaEngine:
     def build(self, *, step: BuildStep, reporter: Reporter) -> None:
         """Install into ``staging`` with ``final`` patched into every file (rename to publish)."""
         # the sync's package cache for this builder is <store>/micromamba: its parent is the store
-        binary = self.locate(self.store or Store(step.package_cache.parent))
+        try:
+            binary = self.locate(self.store or Store(step.package_cache.parent))
+        except EngineUnavailableError as exc:
+            raise EngineUnavailableError(
+                f"environment {step.env!r} cannot be built with micromamba: {exc.message}",
+                hint=exc.hint,
+            ) from None
         root = step.package_cache
         root.mkdir(parents=True, exist_ok=True)
         env = {
@@ -126,9 +133,37 @@ class MicromambaEngine:
                     what=f"micromamba create for environment {step.env!r}",
                     env=env,
                     on_line=on_line,
-                    hint="run `cema sync` again; if it fails the same way, the locked records"
-                    " cannot be installed as they are (a changed channel: `cema lock --upgrade`),"
-                    " or use the embedded engine (--engine rattler).",
                 )
+            except CommandFailedError as exc:
+                raise _failed(step.env, exc) from None
             finally:
                 reporter.finish()
+
+
+#: micromamba's own error lines (``error    libmamba ...``, ``critical libmamba ...``)
+_ERROR_LINE = re.compile(r"^(?:error|critical)\s+libmamba\s+(?P<message>.+)$")
+#: the longest cause put in the one ``error:`` line (the whole output is logged, ``-v``)
+_MAX_CAUSE_CHARS = 400
+
+
+def micromamba_cause(output: str) -> str:
+    """The cause in micromamba's output: its error lines, joined; else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    found = [m["message"].strip() for m in map(_ERROR_LINE.match, lines) if m is not None]
+    cause = "; ".join(dict.fromkeys(found)) or (lines[-1] if lines else "no output")
+    return cause if len(cause) <= _MAX_CAUSE_CHARS else cause[: _MAX_CAUSE_CHARS - 3] + "..."
+
+
+def _failed(env: str, exc: CommandFailedError) -> CommandFailedError:
+    """One line naming ``env`` and the cause; micromamba's output stays in ``output_tail``."""
+    code = f"exit code {exc.returncode}" if exc.returncode is not None else "did not start"
+    cause = micromamba_cause(exc.output_tail) if exc.output_tail else exc.message
+    error = CommandFailedError(
+        f"micromamba could not build environment {env!r} ({code}): {cause}",
+        returncode=exc.returncode,
+        hint="`cema -v sync` shows micromamba's output. Run `cema sync` again; if it fails the"
+        " same way, the locked records cannot be installed as they are (a changed channel:"
+        " `cema lock --upgrade`), or use the embedded engine (--engine rattler).",
+    )
+    error.output_tail = exc.output_tail  # the detail, for callers of the library
+    return error
