@@ -69,6 +69,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # model.urls is stdlib-only text handling: _proc redacts with it
     ("cema._fs", "cema._proc", "cema._paths", "cema._internal.protocol", "cema.model.urls"),
     ("cema.model",),
+    # other tools' files, from and to the model (no store, no engine)
+    ("cema.interop",),
     ("cema.store", "cema.verify"),
     ("cema.activation",),
     ("cema.engines", "cema.runtime"),

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # -- parser --------------------------------------------------------------------------------------
 
-COMMANDS = ("init", "lock", "plan", "sync", "list", "verify", "run", "gc")
+COMMANDS = ("init", "import", "export", "lock", "plan", "sync", "list", "verify", "run", "gc")
 
 
 def _common_options(default: Any) -> argparse.ArgumentParser:
@@ -73,6 +73,43 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only in (None, "init"):
         p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
         p.set_defaults(func=commands.cmd_init)
+
+    if only in (None, "import"):
+        p = sub.add_parser(
+            "import",
+            parents=[common],
+            help="write or extend cema.yaml from another tool's file",
+            description="Read an environment.yml, requirements.txt, pixi.toml, pyproject.toml"
+            " ([tool.pixi]) or conda-lock.yml into cema.yaml (created when absent).",
+        )
+        p.add_argument("file", metavar="FILE", help="the file to import")
+        p.add_argument(
+            "--env",
+            metavar="NAME",
+            help="the name of the imported env (default: the file's own, else `default`)",
+        )
+        p.set_defaults(func=commands.cmd_import)
+
+    if only in (None, "export"):
+        from cema.interop import EXPORT_FORMATS
+
+        p = sub.add_parser(
+            "export",
+            parents=[common],
+            help="write an env of cema.lock in another tool's format, without solving",
+            description="Write one env of cema.lock as a conda explicit file, an environment.yml"
+            " with exact pins, a conda-lock.yml, a hashed requirements.txt or a pylock.toml.",
+        )
+        p.add_argument("--format", "-f", required=True, choices=EXPORT_FORMATS)
+        p.add_argument("-e", "--env", metavar="NAME", help="the env (default: the only one)")
+        p.add_argument(
+            "--platform",
+            metavar="PLATFORM",
+            help="the platform (default: this machine's, else the only locked one;"
+            " conda-lock: every locked one)",
+        )
+        p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+        p.set_defaults(func=commands.cmd_export)
 
     if only in (None, "lock"):
         p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")

@@ -59,6 +59,65 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Write or extend ``cema.yaml`` from another tool's file."""
+    from cema._fs import atomic_write
+    from cema.interop.merge import import_into
+    from cema.model.spec import SPEC_FILENAME
+    from cema.project import find_spec_file
+
+    if args.project:
+        given = Path(args.project)
+        target = given if given.suffix in (".yaml", ".yml") else given / SPEC_FILENAME
+    else:
+        try:
+            target = find_spec_file()
+        except CemaError:
+            target = Path.cwd() / SPEC_FILENAME
+    result = import_into(Path(args.file), target, env=args.env)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, result.text)
+    if not args.quiet:
+        names = ", ".join(result.envs)
+        verb = "extended" if result.extended else "wrote"
+        print(f"{verb} {target}: environment(s) {names} from {args.file}; run `cema lock` next.")
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write an env of ``cema.lock`` in another tool's format, without solving."""
+    from cema.interop.exporters import export_env, pick_env
+    from cema.model.lock import stale_envs
+
+    project = _project(args)
+    lock = project.read_lock()
+    name = pick_env(lock, args.env).name
+    text = export_env(
+        lock,
+        args.format,
+        env=name,
+        platform=args.platform,
+        spec=project.spec.environments.get(name),
+    )
+    if name not in project.spec.environments or stale_envs(project.spec, lock, [name]):
+        print(
+            f"warning: cema.lock is out of date for {name!r}: exporting what it holds"
+            " (run `cema lock` first to export the current cema.yaml).",
+            file=sys.stderr,
+        )
+    if args.output:
+        from cema._fs import atomic_write
+
+        atomic_write(Path(args.output), text)
+        if not args.quiet:
+            print(f"wrote {args.output} ({args.format}, environment {name!r})")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     """Resolve ``cema.yaml`` into ``cema.lock`` (or check that it is up to date)."""
     project = _project(args)
