@@ -5,9 +5,10 @@ Run under a venv that has numpy (and, for the peer rows, rpyc, execnet and appos
     /work/benchvenv/bin/python bench/bench_runtime.py [--python PY] [--quick]
 
 The worker runs under ``--python`` (default: this interpreter), which needs numpy for the
-array rows. Targets (issue 3): launch-to-first-call <= 1.5x the floor; a tiny call <= 1.3x a
-raw ``multiprocessing.connection`` echo and faster than every peer; arrays of 80 MB and up at
->= 0.5x memcpy speed.
+array rows. Every row alternates A and B pair by pair and prints min/median/max of each side
+and the ratio of the medians. Targets (issues 3, 17): launch-to-first-call <= 1.5x the floor;
+a tiny call <= 1.1x a raw ``multiprocessing.connection`` echo and faster than every peer; the
+first transfer of a size <= 1.5x a copy into fresh pages.
 """
 
 from __future__ import annotations
@@ -81,12 +82,42 @@ def per_call(fn: Callable[[int], Any], calls: int, rounds: int = 5) -> float:
     return best_of(rounds, batch)
 
 
-def row(label: str, ours: float, base: float, unit: str, target: str) -> None:
+def ab(
+    a: Callable[[], float], b: Callable[[], float], pairs: int
+) -> tuple[list[float], list[float]]:
+    """``pairs`` timings of each, A then B pair by pair: a noisy machine favours neither."""
+    got_a: list[float] = []
+    got_b: list[float] = []
+    for _ in range(pairs):
+        got_a.append(a())
+        got_b.append(b())
+    return got_a, got_b
+
+
+def row(label: str, ours: list[float], base: list[float], unit: str, target: str) -> None:
+    """min/median/max of each side and the ratio of the medians."""
+    scale = 1e3 if unit == "ms" else 1e6
+
+    def spread(xs: list[float]) -> str:
+        return "/".join(f"{x * scale:.1f}" for x in (min(xs), statistics.median(xs), max(xs)))
+
+    ratio = statistics.median(ours) / statistics.median(base)
     print(
-        f"{label:<44} {ours * 1e3 if unit == 'ms' else ours * 1e6:9.1f} {unit}"
-        f"  vs {base * 1e3 if unit == 'ms' else base * 1e6:9.1f} {unit}"
-        f"  ratio {ours / base:5.2f}  ({target})"
+        f"{label:<44} {spread(ours)} {unit} vs {spread(base)} {unit} (min/median/max)"
+        f"  ratio of medians {ratio:5.2f}  ({target})"
     )
+
+
+def batch(fn: Callable[[int], Any], calls: int) -> Callable[[], float]:
+    """One timing: seconds per call over ``calls`` calls."""
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for i in range(calls):
+            fn(i)
+        return (time.perf_counter() - t0) / calls
+
+    return run
 
 
 # --- launch -------------------------------------------------------------------------------------
@@ -148,32 +179,11 @@ class RawEcho:
         self.proc.wait()
 
 
-def interleaved(
-    a: Callable[[int], Any], b: Callable[[int], Any], calls: int, rounds: int = 20
-) -> tuple[float, float]:
-    """Seconds per call of ``a`` and ``b``, best batch of each, batches alternating.
-
-    Alternating keeps a noisy machine (shared cores, a VM) from favouring either side.
-    """
-    for i in range(500):
-        a(i)
-        b(i)
-    best_a = best_b = float("inf")
-    per_round = max(calls // rounds, 100)
-    for _ in range(rounds):
-        for fn, is_a in ((a, True), (b, False)):
-            t0 = time.perf_counter()
-            for i in range(per_round):
-                fn(i)
-            elapsed = (time.perf_counter() - t0) / per_round
-            if is_a:
-                best_a = min(best_a, elapsed)
-            else:
-                best_b = min(best_b, elapsed)
-    return best_a, best_b
+#: a peer: its call, and how to close it; or why it is skipped
+Peer = tuple[Callable[[int], Any], Callable[[], None]] | str
 
 
-def peer_rpyc(python: Path, calls: int) -> float | str:
+def peer_rpyc(python: Path) -> Peer:
     try:
         import rpyc  # type: ignore[import-not-found]
     except ImportError:
@@ -183,15 +193,11 @@ def peer_rpyc(python: Path, calls: int) -> float | str:
         return f"{server} is missing"
     # rpyc starts its classic server over stdio under the host interpreter (the bench venv)
     conn = rpyc.classic.connect_subproc(str(server))
-    try:
-        conn.execute("def echo(x):\n    return x")
-        echo = conn.namespace["echo"]
-        return per_call(echo, calls)
-    finally:
-        conn.close()
+    conn.execute("def echo(x):\n    return x")
+    return conn.namespace["echo"], conn.close
 
 
-def peer_execnet(python: Path, calls: int) -> float | str:
+def peer_execnet(python: Path) -> Peer:
     try:
         import execnet  # type: ignore[import-not-found]
     except ImportError:
@@ -205,14 +211,14 @@ def peer_execnet(python: Path, calls: int) -> float | str:
         channel.send(i)
         return channel.receive()
 
-    try:
-        return per_call(call, calls)
-    finally:
+    def close() -> None:
         channel.send(None)
         gateway.exit()
 
+    return call, close
 
-def peer_appose(python: Path, calls: int) -> float | str:
+
+def peer_appose(python: Path) -> Peer:
     try:
         import appose  # type: ignore[import-not-found]
     except ImportError:
@@ -231,35 +237,27 @@ def peer_appose(python: Path, calls: int) -> float | str:
         task.wait_for()
         return task.outputs["result"]
 
-    try:
-        return per_call(call, max(calls // 10, 50), rounds=3)
-    finally:
-        service.close()
+    return call, service.close
 
 
 # --- arrays ---------------------------------------------------------------------------------------
 
 
-def arrays(worker: Worker, plugin: Path, sizes_mb: list[int]) -> None:
+def arrays(worker: Worker, plugin: Path, sizes_mb: list[int], pairs: int) -> None:
     """One way (array in, a number out) and round trip (echo), against numpy copies.
 
-    Two baselines: ``memcpy`` copies into memory the allocator already has (warm pages), and
-    ``fresh`` into newly mapped pages, which the kernel must allocate and zero on first touch,
-    as it must for every new shared-memory segment.
+    Baselines: ``np.copyto`` into an existing buffer (warm pages: what a reused segment costs),
+    and, for the first transfer of a size (a new segment), a copy into freshly mapped pages,
+    which the kernel must allocate and zero on first touch.
     """
     import mmap
 
     import numpy as np
 
+    worker.call(plugin, "nbytes", (np.ones(1),))  # numpy's import in the worker is not a transfer
     for mb in sizes_mb:
         a = np.ones(mb * 1_000_000 // 8)
-
-        def memcpy(a: Any = a) -> float:
-            t0 = time.perf_counter()
-            b = a.copy()
-            elapsed = time.perf_counter() - t0
-            del b
-            return elapsed
+        target = np.empty_like(a)
 
         def fresh(a: Any = a) -> float:
             t0 = time.perf_counter()
@@ -270,6 +268,11 @@ def arrays(worker: Worker, plugin: Path, sizes_mb: list[int]) -> None:
             del b
             buf.close()
             return elapsed
+
+        def copyto(a: Any = a, target: Any = target) -> float:
+            t0 = time.perf_counter()
+            np.copyto(target, a)
+            return time.perf_counter() - t0
 
         def one_way(a: Any = a) -> float:
             t0 = time.perf_counter()
@@ -284,27 +287,21 @@ def arrays(worker: Worker, plugin: Path, sizes_mb: list[int]) -> None:
             del b
             return elapsed
 
-        rounds = 3
-        cold_s = one_way()  # the first transfer of a size allocates its segment's pages
-        copy_s = best_of(rounds, memcpy)
-        fresh_s = best_of(rounds, fresh)
-        one_s = best_of(rounds, one_way)
-        trip_s = best_of(rounds, round_trip)
-        print(
-            f"{mb:>4} MB array: memcpy {copy_s * 1e3:6.1f} ms,"
-            f" fresh pages {fresh_s * 1e3:6.1f} ms;"
-            f" one way {one_s * 1e3:6.1f} ms = {copy_s / one_s:4.2f}x memcpy speed,"
-            f" {fresh_s / one_s:4.2f}x fresh; round trip {trip_s * 1e3:6.1f} ms ="
-            f" {2 * copy_s / trip_s:4.2f}x / {2 * fresh_s / trip_s:4.2f}x"
-            f" (target >= 0.5x from 80 MB); first transfer {cold_s * 1e3:6.1f} ms"
-        )
-        del a
+        fresh_s = fresh()
+        cold_s = one_way()  # the first transfer of a size makes its segment
+        row(f"{mb} MB first transfer vs fresh-page copy", [cold_s], [fresh_s], "ms", "<= 1.5")
+        ours, base = ab(one_way, copyto, pairs)
+        row(f"{mb} MB one way vs np.copyto", ours, base, "ms", "memcpy is the floor")
+        ours, base = ab(round_trip, lambda: 2 * copyto(), pairs)
+        row(f"{mb} MB round trip vs 2x np.copyto", ours, base, "ms", "memcpy is the floor")
+        del a, target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", type=Path, default=Path(sys.executable))
     parser.add_argument("--quick", action="store_true", help="fewer calls, no 800 MB array")
+    parser.add_argument("--mb", type=int, nargs="*", help="array sizes in MB (default 8 80 [800])")
     parser.add_argument(
         "--pin",
         type=int,
@@ -324,28 +321,38 @@ def main() -> None:
         pinned = f", pinned to CPU {args.pin}" if args.pin is not None else ""
         print(f"host python {sys.version.split()[0]}, worker python {python}{pinned}")
 
-        floor = statistics.median(floor_launch(python, folder) for _ in range(7))
-        ours = statistics.median(our_launch(python, plugin) for _ in range(7))
-        row("launch to first call (median of 7)", ours, floor, "ms", "target <= 1.5")
+        ours, base = ab(lambda: our_launch(python, plugin), lambda: floor_launch(python, folder), 7)
+        row("launch to first call", ours, base, "ms", "target <= 1.5")
 
         raw_server = RawEcho(python, folder)
         with Worker.start(python=python, env=dict(os.environ), name="bench") as worker:
             proxy = worker.import_module(plugin)
-            tiny, raw = interleaved(proxy.echo, raw_server.call, calls)
+            per_pair = max(calls // 40, 100)
+            for fn in (proxy.echo, raw_server.call):
+                batch(fn, 500)()  # warm up
+            ours, base = ab(batch(proxy.echo, per_pair), batch(raw_server.call, per_pair), 40)
             raw_server.close()
-            row("tiny call echo(i) vs raw mp.connection echo", tiny, raw, "us", "target <= 1.3")
-            for name, peer in (
+            row("tiny call echo(i) vs raw mp.connection echo", ours, base, "us", "<= 1.1")
+            for name, start in (
                 ("rpyc", peer_rpyc),
                 ("execnet", peer_execnet),
                 ("appose", peer_appose),
             ):
-                result = peer(python, calls)
-                if isinstance(result, str):
-                    print(f"peer {name}: skipped: {result}")
-                else:
-                    row(f"tiny call: cema vs {name}", tiny, result, "us", "target < 1")
+                peer = start(python)
+                if isinstance(peer, str):
+                    print(f"peer {name}: skipped: {peer}")
+                    continue
+                call, close = peer
+                n = per_pair if name != "appose" else max(per_pair // 10, 20)
+                try:
+                    batch(call, 50)()
+                    ours, base = ab(batch(proxy.echo, n), batch(call, n), 20)
+                finally:
+                    close()
+                row(f"tiny call: cema vs {name}", ours, base, "us", "target < 1")
             try:
-                arrays(worker, plugin, [8, 80] if args.quick else [8, 80, 800])
+                sizes = args.mb or ([8, 80] if args.quick else [8, 80, 800])
+                arrays(worker, plugin, sizes, 3 if args.quick else 5)
             except ImportError as exc:
                 print(f"arrays: skipped: {exc}")
 

@@ -77,8 +77,7 @@ MAX_PENDING = 64
 #: out of descriptors (or memory), accepting pauses this long before it tries again
 ACCEPT_BACKOFF_S = 0.1
 
-
-OUTBOX = protocol.Outbox(log)
+OUTBOX = protocol.Outbox(log)  # spill: the host's private folder, named in the bootstrap line
 INBOX = protocol.Inbox()
 
 
@@ -307,11 +306,7 @@ class Server:
 
 
 def exit_now(code):
-    """Leave at once: running calls are abandoned, user threads do not keep us alive.
-
-    Our segments go with us; so do the host's we saw, in case the host is dead (a live host
-    unlinks its own anyway, and our mappings of them end with us).
-    """
+    """Leave at once (running calls abandoned), with our segments and the host's we saw."""
     OUTBOX.close(unmap=False)  # no munmap: we are about to exit, and a sender may still copy
     INBOX.unlink_seen()
     for stream in (sys.stdout, sys.stderr):
@@ -329,6 +324,7 @@ def read_bootstrap():
             exit_now(2)  # the host died before telling us anything
         data += chunk
     version, authkey, fd, address = protocol.parse_bootstrap(data)
+    OUTBOX.spill = os.path.dirname(address) if fd is not None else None
     if version != protocol.PROTOCOL_VERSION:
         log("protocol %s requested, this server speaks %d" % (version, protocol.PROTOCOL_VERSION))
         exit_now(2)

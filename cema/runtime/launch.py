@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -36,7 +37,23 @@ AUTHKEY_BYTES = 32
 #: on Windows the worker creates the named pipe; we retry connecting this often meanwhile
 PIPE_RETRY_S = 0.01
 
+#: the worker folders in the temp dir: FOLDER_PREFIX, the host's pid, random
+FOLDER_PREFIX = "cema-worker-"
+
 log = logging.getLogger(__name__)
+
+
+def clean_orphans(tmp: Path | None = None) -> None:
+    """Remove what killed hosts (and their workers) left: worker folders and segments."""
+    root = Path(tmp or tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for folder in root.glob(f"{FOLDER_PREFIX}*-*"):
+            pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not protocol.alive(int(pid)):
+                protocol.unlink_orphans(str(folder))  # spilled segments, whoever owns them
+                shutil.rmtree(folder, ignore_errors=True)
+    if protocol.POOLED:
+        protocol.unlink_orphans()
 
 
 class Channel(Protocol):
@@ -80,7 +97,9 @@ def launch(
     timeout_s: float,
 ) -> Launched:
     """Start the worker and return it once it has proven it holds the key, or raise."""
-    folder = Path(tempfile.mkdtemp(prefix="cema-worker-"))  # mkdtemp makes it 0700
+    clean_orphans()
+    # mkdtemp makes it 0700; the pid in its name lets a later launch remove it if we are killed
+    folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
     authkey = secrets.token_bytes(AUTHKEY_BYTES)
     listener: socket.socket | None = None
     if os.name == "posix":

@@ -23,13 +23,7 @@ def outcome(reply: protocol.Frame, *, what: Callable[[], str], worker: str) -> A
         try:
             return pickle.loads(body, buffers=buffers)  # noqa: S301
         except Exception as exc:
-            raise WorkerError(
-                f"The result of {what()} in worker {worker!r} "
-                + (f"is a {note}, which " if note else "")
-                + f"cannot be unpickled in the host ({type(exc).__name__}: {exc}).",
-                hint="Return plain data (builtins, numpy arrays) or make the type importable "
-                "in the host.",
-            ) from exc
+            raise result_error(exc, note, what(), worker) from exc
     if kind == protocol.UNPICKLABLE:
         reason = pickle.loads(body)  # noqa: S301
         raise WorkerError(
@@ -40,6 +34,16 @@ def outcome(reply: protocol.Frame, *, what: Callable[[], str], worker: str) -> A
     if kind == protocol.ERROR:
         raise rebuild_error(pickle.loads(body), worker=worker)  # noqa: S301
     raise ProtocolError(f"Worker {worker!r} answered {what()} with an unknown kind {kind}.")
+
+
+def result_error(exc: Exception, note: str, what: str, worker: str) -> WorkerError:
+    """A result the host cannot unpickle, explained (``note``: its type's name, if known)."""
+    return WorkerError(
+        f"The result of {what} in worker {worker!r} "
+        + (f"is a {note}, which " if note else "")
+        + f"cannot be unpickled in the host ({type(exc).__name__}: {exc}).",
+        hint="Return plain data (builtins, numpy arrays) or make the type importable in the host.",
+    )
 
 
 def rebuild_error(info: tuple[str, str, str, bytes | None], *, worker: str) -> Exception:

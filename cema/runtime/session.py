@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import pickle
 import shutil
 import struct
 import subprocess
@@ -31,8 +32,6 @@ from cema.errors import WorkerCrashedError, WorkerError, WorkerTimeoutError
 from cema.runtime import process, replies
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from cema.runtime.launch import Launched
 
 #: how long close() waits to send the shutdown request before relying on signals alone
@@ -75,6 +74,14 @@ class _Pending:
         self.cond: threading.Condition | None = None  # made when the caller has to follow
 
 
+def _what(what: str | None, obj: object) -> str:
+    """A request named in errors: ``what``, or a call's ``module:function``."""
+    if what is not None:
+        return what
+    module, function = obj[:2]  # type: ignore[index]
+    return f"{module}:{function}"
+
+
 class Session:
     """Everything a live worker owns; the ``Worker`` handle may be collected before this is."""
 
@@ -89,7 +96,7 @@ class Session:
         self.fail_lock = threading.Lock()  # one thread records the death, the others wait
         self.close_lock = threading.Lock()
         self.pending: dict[int, _Pending] = {}
-        self.outbox = protocol.Outbox(log.warning)
+        self.outbox = protocol.Outbox(log.warning, spill=str(self.folder))
         self.inbox = protocol.Inbox()
         self.reading = False
         self.ids = itertools.count(1)
@@ -104,53 +111,76 @@ class Session:
 
     # --- calls -----------------------------------------------------------------------------------
 
-    def request(
-        self, kind: int, obj: object, *, what: Callable[[], str], timeout: float | None
-    ) -> Any:
-        """Send one request and wait for its reply; ``what()`` names it in errors."""
-        with self.lock:
+    def request(self, kind: int, obj: object, *, what: str | None, timeout: float | None) -> Any:
+        """Send one request and wait for its reply; ``what`` names it in errors.
+
+        ``None`` for ``what``: a call, named by its module and function (text built on error).
+        """
+        lock = self.lock
+        with lock:
             if self.death is not None:
                 raise self.death.error()
-            slot = _Pending(next(self.ids))
-            self.pending[slot.request_id] = slot
+            request_id = next(self.ids)
+            slot = self.pending[request_id] = _Pending(request_id)
+            # a lone caller reads its own reply: no condition, no hand-off (see the top)
+            lead = timeout is None and not self.reading
+            if lead:
+                self.reading = True
         try:
-            frame, slot.segments = protocol.encode(
-                kind, slot.request_id, obj, outbox=self.outbox, inbox=self.inbox
+            frame, segments = protocol.encode(
+                kind, request_id, obj, outbox=self.outbox, inbox=self.inbox
             )
         except Exception as exc:
-            with self.lock:
-                self.pending.pop(slot.request_id, None)
+            with lock:
+                self.pending.pop(request_id, None)
+                if lead:
+                    self._stop_reading_locked()
             raise WorkerError(
-                f"The arguments of {what()} cannot be pickled to send them to worker "
+                f"The arguments of {_what(what, obj)} cannot be pickled to send them to worker "
                 f"{self.name!r} ({type(exc).__name__}: {exc})."
             ) from exc
+        if segments:
+            slot.segments = segments
         try:
             with self.send_lock:
                 self.channel.send(frame)
         except (OSError, ValueError):
             pass  # the worker is gone: reading reports why
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._wait(slot, deadline)
+        if lead:
+            released = False
+            try:
+                released = self._read_until(slot, None)
+            finally:
+                if not released:
+                    with lock:
+                        self._stop_reading_locked()
         if not slot.done:
-            with self.lock:
+            self._wait(slot, None if timeout is None else time.monotonic() + timeout)
+        reply = slot.reply
+        if reply is not None:
+            if reply[0] == protocol.RESULT:  # the common case, inline
+                try:
+                    return pickle.loads(reply[3], buffers=reply[4])  # noqa: S301
+                except Exception as exc:
+                    raise replies.result_error(exc, reply[2], _what(what, obj), self.name) from exc
+            return replies.outcome(reply, what=lambda: _what(what, obj), worker=self.name)
+        if slot.death is None:
+            with lock:
                 timed_out = not slot.done
                 if timed_out:
-                    self.pending.pop(slot.request_id, None)
-        else:
-            timed_out = False
-        if timed_out:
-            self._stop_after_timeout(what(), timeout)
-            self._unlink(slot)
-            raise WorkerTimeoutError(
-                f"{what()} did not finish within {timeout:g} s in worker {self.name!r}; the "
-                "worker was stopped, because a running Python call cannot be interrupted.",
-                hint=RESTART_HINT,
-            )
-        if slot.death is not None:
-            self._unlink(slot)
-            raise slot.death.error()
-        assert slot.reply is not None
-        return replies.outcome(slot.reply, what=what, worker=self.name)
+                    self.pending.pop(request_id, None)
+            if timed_out:
+                self._stop_after_timeout(_what(what, obj), timeout)
+                self._unlink(slot)
+                raise WorkerTimeoutError(
+                    f"{_what(what, obj)} did not finish within {timeout:g} s in worker "
+                    f"{self.name!r}; the worker was stopped, because a running Python call "
+                    "cannot be interrupted.",
+                    hint=RESTART_HINT,
+                )
+        assert slot.death is not None
+        self._unlink(slot)
+        raise slot.death.error()
 
     def _wait(self, slot: _Pending, deadline: float | None) -> None:
         """Return when ``slot`` is resolved or the deadline passed, reading if nobody does."""

@@ -125,16 +125,13 @@ class Worker:
     ) -> Any:
         """``call`` for a module already passed through ``module_key`` (proxies resolve once)."""
         return self._session.request(
-            protocol.CALL,
-            (key, function, args, kwargs),
-            what=lambda: f"{key}:{function}",
-            timeout=timeout,
+            protocol.CALL, (key, function, args, kwargs), what=None, timeout=timeout
         )
 
     def functions(self, module: str | os.PathLike[str]) -> list[str]:
         """The public functions of ``module`` (its ``__all__`` if it has one), imported there."""
         names = self._session.request(
-            protocol.IMPORT, module_key(module), what=lambda: f"import {module}", timeout=None
+            protocol.IMPORT, module_key(module), what=f"import {module}", timeout=None
         )
         return list(names)
 
