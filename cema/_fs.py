@@ -1,13 +1,14 @@
-"""Files that are never half written (atomic replace, fsync) and cross-process file locks."""
+"""Atomic writes, capped reads (never blocking on a FIFO or a device) and file locks."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from cema.errors import EnvBusyError
+from cema.errors import EnvBusyError, UnreadableFileError
 
 #: how long a file lock is waited for by default (a build can hold a prefix lock this long)
 LOCK_TIMEOUT_S = 1800.0
@@ -47,6 +48,62 @@ def atomic_write(
     if durable:
         _fsync_folder(path.parent)
     return path
+
+
+MiB = 2**20
+_CHUNK = MiB
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, refusing anything that could block or flood.
+
+    The file is opened without blocking (a FIFO with no writer would wait forever) and checked
+    with ``fstat`` before a byte is read: a FIFO, a device (a link to ``/dev/zero``), a socket
+    or a folder is refused, and so is a file of more than ``limit`` bytes, also one that grows
+    while it is read. Refusals raise ``UnreadableFileError``; a missing file raises
+    ``FileNotFoundError`` as usual.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+            raise UnreadableFileError(f"this is not a regular file (it is {kind})", path)
+        too_big = f"the file is larger than {limit / MiB:g} MiB, more than Cema ever writes"
+        if st.st_size > limit:
+            raise UnreadableFileError(too_big, path)
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := os.read(fd, min(_CHUNK, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise UnreadableFileError(too_big, path)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_text_capped(path: Path, limit: int) -> str:
+    """``read_capped`` decoded as UTF-8; bytes that are not raise ``UnreadableFileError``
+    naming the line they are on."""
+    raw = read_capped(path, limit)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise UnreadableFileError(
+            f"this is not UTF-8 text (the byte 0x{bad} at offset {exc.start})", path, line=line
+        ) from None
 
 
 @contextlib.contextmanager

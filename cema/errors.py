@@ -106,6 +106,21 @@ class CommandFailedError(EngineError):
         self.output_tail = output_tail
 
 
+class UnreadableFileError(OSError):
+    """A file Cema will not read: not a regular file, too large, or not UTF-8 text.
+
+    Raised by ``cema._fs.read_capped``; an ``OSError`` so that best-effort readers skip it
+    like any unreadable file, and each caller turns it into its own ``CemaError``.
+    """
+
+    def __init__(self, reason: str, path: Path | str, *, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
+        self.path = path
+        self.line = line
+
+
 class WorkerError(CemaError):
     """Base for errors of the worker runtime."""
 
@@ -159,9 +174,30 @@ class RemoteError(WorkerError):
         self.remote_traceback = remote_traceback
 
 
+class DiskFullError(EngineError):
+    """The disk filled up (ENOSPC) while installing; names a folder on that disk."""
+
+    #: how rattler and uv say it (Rust's ``io::Error`` text, or the errno)
+    SIGNS = ("No space left on device", "os error 28")
+
+    def __init__(self, where: Path | str, *, installing: str) -> None:
+        super().__init__(
+            f"the disk holding {where} is full (No space left on device) while installing"
+            f" {installing}.",
+            hint="free some space on it, or use `--store` on a bigger disk; nothing was published.",
+        )
+        self.where = where
+
+    @classmethod
+    def seen_in(cls, text: str) -> bool:
+        """Whether an error text says that a disk is full."""
+        return any(sign in text for sign in cls.SIGNS)
+
+
 __all__ = [
     "CemaError",
     "CommandFailedError",
+    "DiskFullError",
     "EngineError",
     "EngineUnavailableError",
     "EnvBusyError",
@@ -173,6 +209,7 @@ __all__ = [
     "SolveError",
     "SpecError",
     "StaleLockError",
+    "UnreadableFileError",
     "WorkerCrashedError",
     "WorkerError",
     "WorkerStartError",

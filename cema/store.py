@@ -15,11 +15,13 @@ from typing import Any
 
 import xxhash
 
-from cema._fs import atomic_write, file_lock
+from cema._fs import MiB, atomic_write, file_lock, read_capped, read_text_capped
 from cema._paths import default_home
 from cema.model.receipt import Receipt
 
 RECEIPT_NAME = ".cema-receipt.json"
+#: receipts and registrations are read with this cap (never blocking on a FIFO or a device)
+_RECORD_LIMIT = 16 * MiB
 PREFIX_LOCK_TIMEOUT_S = 1800.0
 
 
@@ -108,8 +110,9 @@ class Store:
     def receipt(self, address: str) -> Receipt | None:
         """The receipt of a ready prefix, or None: a missing or corrupt receipt means not ready."""
         try:
-            receipt = Receipt.from_json((self.prefix(address) / RECEIPT_NAME).read_text("utf-8"))
-        except (OSError, ValueError, KeyError, TypeError):
+            text = read_text_capped(self.prefix(address) / RECEIPT_NAME, _RECORD_LIMIT)
+            receipt = Receipt.from_json(text)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
         return receipt if receipt.address == address else None
 
@@ -139,7 +142,7 @@ class Store:
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         if self._checked is None:
             try:
-                loaded = json.loads(self._checked_file.read_bytes())
+                loaded = json.loads(read_capped(self._checked_file, _RECORD_LIMIT))
                 self._checked = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
                 self._checked = {}
@@ -234,8 +237,9 @@ class Store:
     def registration(self, lock_path: Path) -> Registration | None:
         """What the project whose lock is at ``lock_path`` synced last, if anything."""
         try:
-            return Registration.from_json(self._registration_path(lock_path).read_text("utf-8"))
-        except (OSError, ValueError, KeyError, TypeError):
+            text = read_text_capped(self._registration_path(lock_path), _RECORD_LIMIT)
+            return Registration.from_json(text)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def register(
@@ -305,8 +309,8 @@ class Store:
             if entry.name.endswith(".tmp"):
                 continue
             try:
-                reg = Registration.from_json(entry.read_text("utf-8"))
-            except (OSError, ValueError, KeyError, TypeError):
+                reg = Registration.from_json(read_text_capped(entry, _RECORD_LIMIT))
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 continue
             if Path(reg.lock).exists():
                 out.append(reg)
@@ -360,16 +364,29 @@ class Store:
         return out
 
     def sweep_staging(self, *, older_than_s: float = 24 * 3600.0) -> None:
-        """Delete what killed syncs left in staging (old enough that nobody still uses it), and
-        whatever a killed delete left in the trash."""
+        """Delete what killed syncs left in staging, and whatever a killed delete left in the
+        trash.
+
+        A staging folder is only ever used under its prefix's lock (by Cema and by the bash
+        scripts alike): one whose lock is free has no live builder, and only those go, however
+        recent (``older_than_s`` spares younger ones anyway).
+        """
+        from cema.errors import EnvBusyError
+
         now = time.time()
         for name, age_s in (("staging", older_than_s), ("trash", 0.0)):
             folder = self.root / name
             if not folder.is_dir():
                 continue
             for entry in folder.iterdir():
-                with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime >= age_s:
+                with contextlib.suppress(OSError, EnvBusyError):
+                    if now - entry.stat().st_mtime < age_s:
+                        continue
+                    if name == "trash":
+                        shutil.rmtree(entry, ignore_errors=True)
+                        continue
+                    address = entry.name.partition(".")[0]
+                    with self.prefix_lock(address, timeout_s=0):
                         shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -41,20 +41,28 @@ class Resolved:
             address=self.address,
             kind=self.content.kind,
             packages=_Packages(self.content),
+            builds=_Packages(self.content, builds=True),
         )
 
 
 class _Packages(Mapping[str, str]):
-    """Name → version of locked content, built on first use (only an update's diff needs it)."""
+    """Name → version of locked content (``builds``: conda name → build), built on first use.
 
-    def __init__(self, content: LockedPlatform) -> None:
+    Only an update's diff needs it: a no-op sync never builds the records.
+    """
+
+    def __init__(self, content: LockedPlatform, *, builds: bool = False) -> None:
         self._content = content
+        self._builds = builds
         self._versions: dict[str, str] | None = None
 
     def _get(self) -> dict[str, str]:
         if self._versions is None:
-            self._versions = {r.name: r.version for r in self._content.conda}
-            self._versions.update({r.name: r.version for r in self._content.pip})
+            if self._builds:
+                self._versions = {r.name: r.build for r in self._content.conda}
+            else:
+                self._versions = {r.name: r.version for r in self._content.conda}
+                self._versions.update({r.name: r.version for r in self._content.pip})
         return self._versions
 
     def __getitem__(self, name: str) -> str:
@@ -264,6 +272,7 @@ def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Re
                     platform=content.platform,
                     conda=tuple((r.name, r.version) for r in content.conda),
                     pip=tuple((r.name, r.version) for r in content.pip),
+                    builds=tuple((r.name, r.build) for r in content.conda),
                     python=item.interpreter.version
                     if item.interpreter
                     else content.python_version(),

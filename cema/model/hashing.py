@@ -1,4 +1,4 @@
-"""Canonical forms of specs and locked content, and their xxhash keys (golden-tested)."""
+"""Canonical forms of specs, locked content and lock records, and their xxhash keys (golden)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,27 @@ def content_hash(
     commands = list(commands)
     if commands:  # install commands change what is in the prefix: in order, they are content
         payload["commands"] = commands
+    return _digest(payload)[:24]
+
+
+def records_hash(
+    *, env: str, header: Mapping[str, Any], platform: str, content: Mapping[str, Any]
+) -> str:
+    """The integrity hash of one env on one platform of a lock: every field, as written.
+
+    ``header`` is the env's own fields (``spec-hash``, ``kind``, ``python``; its ``platforms``
+    are left out) and ``content`` this platform's (``content-hash``, ``omitted``, ``commands``,
+    and every conda and pip record with all its fields, channels and URLs as the lock writes
+    them; its own ``records-hash`` is left out). It is no address: a lock whose records came
+    from a mirror has another records-hash and the same content hash, so the same prefix.
+    """
+    payload = {
+        "scheme": HASH_SCHEME,
+        "env": env,
+        "platform": platform,
+        "header": {k: v for k, v in header.items() if k != "platforms"},
+        "content": {k: v for k, v in content.items() if k != "records-hash"},
+    }
     return _digest(payload)[:24]
 
 

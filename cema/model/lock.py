@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from cema.errors import LockError, StaleLockError
-from cema.model.hashing import content_hash, spec_hash
+from cema.model.hashing import content_hash, records_hash, spec_hash
 from cema.model.spec import ProjectSpec
 
 LOCK_FILENAME = "cema.lock"
 LOCK_VERSION = 1
+#: the key of each platform's integrity hash in ``cema.lock`` (every field of every record)
+RECORDS_HASH = "records-hash"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -261,6 +263,51 @@ class Lockfile:
         return replace(self, envs={e.name: e for e in sorted(envs, key=lambda e: e.name)})
 
 
+# --- integrity: the records-hash -----------------------------------------------------------
+
+
+def with_records_hash(
+    env: str, header: Mapping[str, Any], platform: str, content: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One platform as the lock writes it, its records-hash placed after its content-hash.
+
+    ``header`` holds the env's own fields; see ``check_records_hash``.
+    """
+    stamp = records_hash(env=env, header=header, platform=platform, content=content)
+    out: dict[str, Any] = {}
+    for key, value in content.items():
+        if key != RECORDS_HASH:
+            out[key] = value
+        if key == "content-hash":
+            out[RECORDS_HASH] = stamp
+    out.setdefault(RECORDS_HASH, stamp)
+    return out
+
+
+def check_records_hash(
+    path: Path, env: str, header: Mapping[str, Any], platform: str, content: Mapping[str, Any]
+) -> None:
+    """Raise ``LockError`` unless ``content`` (one platform as read) matches its records-hash.
+
+    The content hash only covers what is installed (it is the prefix address); this one covers
+    every field of every record, the platform's ``omitted`` and ``commands`` and the env's own
+    fields, as written: any edit by hand is refused, not only one of a name, version or sha256.
+    """
+    given = content.get(RECORDS_HASH)
+    if given is None:
+        raise LockError(
+            f"{path}: environment {env!r} on {platform} has no records-hash: an older Cema"
+            " wrote the lock, or it was edited by hand.",
+            hint="run `cema lock` to write it again (the environments are resolved again).",
+        )
+    if given != records_hash(env=env, header=header, platform=platform, content=content):
+        raise LockError(
+            f"{path}: the records of environment {env!r} on {platform} do not match their"
+            " records-hash: the lock was edited by hand.",
+            hint="run `cema lock` to resolve it again (or restore the file from git).",
+        )
+
+
 # --- freshness ------------------------------------------------------------------------------
 
 
@@ -295,11 +342,14 @@ def check_fresh(project: ProjectSpec, lock: Lockfile, names: Sequence[str] = ())
 __all__ = [
     "LOCK_FILENAME",
     "LOCK_VERSION",
+    "RECORDS_HASH",
     "CondaRecord",
     "LockedEnv",
     "LockedPlatform",
     "Lockfile",
     "PipRecord",
     "check_fresh",
+    "check_records_hash",
     "stale_envs",
+    "with_records_hash",
 ]

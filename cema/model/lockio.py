@@ -11,19 +11,27 @@ from typing import Any
 
 import xxhash
 
-from cema._fs import atomic_write
-from cema.errors import LockError
+from cema._fs import MiB, atomic_write, read_capped, read_text_capped
+from cema.errors import LockError, UnreadableFileError
 from cema.model import _yaml
 from cema.model.lock import (
     LOCK_FILENAME,
     LOCK_VERSION,
+    RECORDS_HASH,
     CondaRecord,
     LockedEnv,
     LockedPlatform,
     Lockfile,
     PipRecord,
+    check_records_hash,
+    with_records_hash,
 )
 from cema.model.urls import from_portable, redact_url, to_portable
+from cema.model.validate import key_path, node_at, short
+
+#: the largest ``cema.lock`` read (thousands of envs of hundreds of packages fit)
+LOCK_LIMIT = 64 * MiB
+_HAND_EDITED = "it was probably edited by hand or by another tool: run `cema lock` to rewrite it."
 
 _HEADER = (
     "# Written by `cema lock`: the exact packages of every environment.\n"
@@ -62,6 +70,7 @@ def to_doc(lock: Lockfile) -> dict[str, Any]:
                     for r in sorted(content.pip, key=lambda r: r.name)
                 ],
             }
+            platforms[plat] = with_records_hash(name, body, plat, platforms[plat])
         body["platforms"] = platforms
         envs[name] = body
     return {"version": LOCK_VERSION, "environments": envs}
@@ -179,8 +188,8 @@ def _cached_records(
         ) from None
 
 
-def _schema_error(doc: Any, path: Path) -> LockError:
-    """Describe why ``doc`` breaks the lock schema (only on the slow, broken path)."""
+@functools.cache
+def _validator() -> Any:
     from importlib import resources
 
     import jsonschema
@@ -188,15 +197,29 @@ def _schema_error(doc: Any, path: Path) -> LockError:
     schema = json.loads(
         resources.files("cema").joinpath("schemas/cema-lock.schema.json").read_text("utf-8")
     )
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(doc)
-    )
-    where = ".".join(str(p) for p in error.absolute_path) if error else ""
-    detail = f" at {where}: {error.message}" if error else ""
-    return LockError(
-        f"{path} is not a valid Cema lock{detail}.",
-        hint="it was probably edited by hand or by another tool: run `cema lock` to rewrite it.",
-    )
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _schema_error(doc: Any, path: Path, root: Any = None) -> LockError | None:
+    """Why ``doc`` breaks the lock schema, with the line and key path, or None if it does not.
+
+    Only the YAML path pays for this: a quick copy is written after the check passed.
+    """
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    if error is None:
+        return None
+    parts = list(error.absolute_path)
+    node = node_at(root, parts)
+    line = f":{node.start_mark.line + 1}" if node is not None else ""
+    if error.validator == "type":
+        got = type(error.instance).__name__
+        message = f"expected {error.validator_value}, got {got} {short(error.instance)}"
+    else:
+        message = short(error.message, 200)
+    where = f" at {key_path(parts)}" if parts else ""
+    return LockError(f"{path}{line}: not a valid Cema lock{where}: {message}.", hint=_HAND_EDITED)
 
 
 def _cache_file(cache_dir: Path | None, text: str, base: Path) -> Path | None:
@@ -206,23 +229,32 @@ def _cache_file(cache_dir: Path | None, text: str, base: Path) -> Path | None:
     return cache_dir / f"{key}.jsonl"
 
 
-def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
+def read_lock(path: Path | str, *, cache_dir: Path | None = None, older: bool = False) -> Lockfile:
     """Read ``cema.lock``, checking its structure and that no record was edited by hand.
 
     With ``cache_dir``, a lock read before is taken from a quick copy keyed by its exact text
-    (already checked then): a no-op ``cema sync`` does not pay for YAML parsing.
+    (already checked then): a no-op ``cema sync`` does not pay for YAML parsing. ``older``
+    accepts a lock an older Cema wrote, without records-hashes (content hashes still
+    checked): ``cema lock`` then keeps its pins while writing it again; it is never cached.
     """
-    path = Path(path).resolve()
+    given = Path(path).absolute()  # errors name the file the user knows, not a link's target
+    path = given.resolve()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_capped(given, LOCK_LIMIT)
     except FileNotFoundError:
         raise LockError(
-            f"there is no lock at {path}.", hint="run `cema lock` to resolve the environments."
+            f"there is no lock at {given}.", hint="run `cema lock` to resolve the environments."
+        ) from None
+    except UnreadableFileError as exc:
+        raise LockError(f"the lock file {exc}.", hint=_HAND_EDITED) from None
+    except OSError as exc:
+        raise LockError(
+            f"cannot read {given} ({exc.strerror or exc}).", hint="check the file's permissions."
         ) from None
     cache = _cache_file(cache_dir, text, path.parent)
     if cache is not None:
         try:
-            raw = cache.read_bytes()
+            raw = read_capped(cache, 4 * LOCK_LIMIT)
             end = raw.index(b"\n")
             blobs = memoryview(raw)[end + 1 :]
             return _build(json.loads(raw[:end]), path, blobs=blobs)
@@ -230,10 +262,14 @@ def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
             pass  # no (usable) copy: read the YAML
     import yaml  # not on a no-op sync's path: a lock read before comes from its JSON copy
 
-    # libyaml parses big locks much faster; fall back to pure Python without it
-    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader (C or Python)
+        root, doc = _yaml.load(text)
+    except _yaml.Refused as exc:
+        line = f":{exc.line}" if exc.line is not None else ""
+        where = f" at {exc.key}" if exc.key else ""
+        raise LockError(
+            f"{path}{line}: this YAML is refused{where}: {exc.reason}.", hint=_HAND_EDITED
+        ) from None
     except yaml.YAMLError as exc:
         raise LockError(
             f"{path} is not valid YAML ({exc}).", hint="run `cema lock` to rewrite it."
@@ -241,15 +277,26 @@ def read_lock(path: Path | str, *, cache_dir: Path | None = None) -> Lockfile:
     if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION:
         found = doc.get("version") if isinstance(doc, dict) else None
         raise LockError(
-            f"{path} has lock format version {found!r}; this Cema reads {LOCK_VERSION}.",
+            f"{path} has lock format version {short(found)}; this Cema reads {LOCK_VERSION}.",
             hint="run `cema lock` to rewrite it with this version of Cema.",
         )
-    lock = _build(doc, path)
-    _remember(cache, doc)
+    broken = _schema_error(doc, path, root)
+    if broken is not None:
+        raise broken
+    lock = _build(doc, path, older=older)
+    stamped = all(
+        RECORDS_HASH in content
+        for body in doc["environments"].values()
+        for content in body["platforms"].values()
+    )
+    if stamped:
+        _remember(cache, doc)
     return lock
 
 
-def _build(doc: Any, path: Path, *, blobs: memoryview | None = None) -> Lockfile:
+def _build(
+    doc: Any, path: Path, *, blobs: memoryview | None = None, older: bool = False
+) -> Lockfile:
     """Lock objects from a parsed lock document, checking every content-hash.
 
     With ``blobs``, the document is a quick copy (see ``_remember``), checked when it was
@@ -289,6 +336,8 @@ def _build(doc: Any, path: Path, *, blobs: memoryview | None = None) -> Lockfile
                         " their content-hash: the lock was edited by hand.",
                         hint="run `cema lock` to resolve it again (or restore the file from git).",
                     )
+                if not (older and RECORDS_HASH not in content):
+                    check_records_hash(path, str(name), body, str(plat), content)
                 platforms[str(plat)] = locked
             envs[str(name)] = LockedEnv(
                 name=str(name),
@@ -300,5 +349,7 @@ def _build(doc: Any, path: Path, *, blobs: memoryview | None = None) -> Lockfile
     except LockError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise _schema_error(doc, path) from None
+        raise _schema_error(doc, path) or LockError(
+            f"{path} is not a valid Cema lock.", hint=_HAND_EDITED
+        ) from None
     return Lockfile(path=path, envs=envs)

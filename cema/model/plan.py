@@ -17,6 +17,8 @@ class Target:
     address: str
     kind: str
     packages: Mapping[str, str] = field(default_factory=dict)
+    #: conda package name → build (a build-only change is a change too)
+    builds: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,27 +27,51 @@ class PackageDiff:
 
     added: tuple[tuple[str, str], ...] = ()
     removed: tuple[tuple[str, str], ...] = ()
+    #: (name, old version, new version)
     changed: tuple[tuple[str, str, str], ...] = ()
+    #: the same version, another build: (name, version, old build, new build)
+    rebuilt: tuple[tuple[str, str, str, str], ...] = ()
 
     def lines(self) -> list[str]:
-        """Human-readable lines: ``+ name 1.0``, ``- name 1.0``, ``~ name 1.0 -> 2.0``."""
+        """Human-readable lines: ``+ name 1.0``, ``- name 1.0``, ``~ name 1.0 -> 2.0``,
+        ``~ name 1.0 build_old -> build_new``."""
+        changes = [(n, f"~ {n} {a} -> {b}") for n, a, b in self.changed]
+        changes += [(n, f"~ {n} {v} {a} -> {b}") for n, v, a, b in self.rebuilt]
         return (
             [f"+ {n} {v}" for n, v in self.added]
             + [f"- {n} {v}" for n, v in self.removed]
-            + [f"~ {n} {a} -> {b}" for n, a, b in self.changed]
+            + [line for _, line in sorted(changes)]
         )
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
+        return bool(self.added or self.removed or self.changed or self.rebuilt)
 
 
-def diff_packages(old: Mapping[str, str], new: Mapping[str, str]) -> PackageDiff:
-    """The package diff from ``old`` to ``new`` (name → version maps)."""
+def diff_packages(
+    old: Mapping[str, str],
+    new: Mapping[str, str],
+    *,
+    old_builds: Mapping[str, str] | None = None,
+    new_builds: Mapping[str, str] | None = None,
+) -> PackageDiff:
+    """The package diff from ``old`` to ``new`` (name → version maps).
+
+    With builds (conda name → build) on both sides, a package whose build changed and whose
+    version did not is ``rebuilt``; a build known on one side only (a receipt written before
+    receipts kept builds) is no change.
+    """
+    both = old.keys() & new.keys()
+    before, after = old_builds or {}, new_builds or {}
     return PackageDiff(
         added=tuple(sorted((n, new[n]) for n in new.keys() - old.keys())),
         removed=tuple(sorted((n, old[n]) for n in old.keys() - new.keys())),
-        changed=tuple(
-            sorted((n, old[n], new[n]) for n in old.keys() & new.keys() if old[n] != new[n])
+        changed=tuple(sorted((n, old[n], new[n]) for n in both if old[n] != new[n])),
+        rebuilt=tuple(
+            sorted(
+                (n, new[n], before[n], after[n])
+                for n in both & before.keys() & after.keys()
+                if old[n] == new[n] and before[n] != after[n]
+            )
         ),
     )
 
@@ -128,6 +154,7 @@ class Plan:
                             "added": [list(p) for p in action.diff.added],
                             "removed": [list(p) for p in action.diff.removed],
                             "changed": [list(p) for p in action.diff.changed],
+                            "rebuilt": [list(p) for p in action.diff.rebuilt],
                         }
                     )
                 case Reuse(env=env, address=address, kind=kind):
@@ -160,13 +187,17 @@ def make_plan(
         if previous is not None and previous != target.address:
             old_receipt = ready.get(previous)
             old_packages = old_receipt.packages() if old_receipt else {}
+            old_builds = old_receipt.conda_builds() if old_receipt else {}
+            diff = diff_packages(
+                old_packages, target.packages, old_builds=old_builds, new_builds=target.builds
+            )
             actions.append(
                 Update(
                     env=target.env,
                     old_address=previous,
                     address=target.address,
                     kind=target.kind,
-                    diff=diff_packages(old_packages, target.packages),
+                    diff=diff,
                     build=not exists,
                 )
             )

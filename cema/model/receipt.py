@@ -29,6 +29,8 @@ class Receipt:
     platform: str
     conda: tuple[tuple[str, str], ...] = ()
     pip: tuple[tuple[str, str], ...] = ()
+    #: (name, build) of each conda package; empty in a receipt written before receipts had them
+    builds: tuple[tuple[str, str], ...] = ()
     python: str | None = None
     engine: str = "rattler"
     created: float = 0.0
@@ -36,6 +38,10 @@ class Receipt:
     def packages(self) -> dict[str, str]:
         """Package name → version (conda and pip layers together)."""
         return {**dict(self.conda), **dict(self.pip)}
+
+    def conda_builds(self) -> dict[str, str]:
+        """Conda package name → build (empty for a receipt written before builds were kept)."""
+        return dict(self.builds)
 
     def to_json(self) -> str:
         """Serialise for the receipt file, with the digest of its own content."""
@@ -49,6 +55,8 @@ class Receipt:
             "created": self.created,
             "conda": [list(p) for p in self.conda],
             "pip": [list(p) for p in self.pip],
+            # a key of its own, not a third item in "conda": older Cemas still read the receipt
+            "builds": dict(self.builds),
         }
         data[DIGEST_KEY] = receipt_digest(data)
         return json.dumps(data, indent=1, sort_keys=True)
@@ -79,7 +87,15 @@ class Receipt:
             created=float(data.get("created", 0.0)),
             conda=tuple((str(n), str(v)) for n, v in data["conda"]),
             pip=tuple((str(n), str(v)) for n, v in data["pip"]),
+            builds=_builds(data.get("builds", {})),
         )
+
+
+def _builds(data: Any) -> tuple[tuple[str, str], ...]:
+    """A receipt's ``builds`` (name → build of each conda package), checked."""
+    if not isinstance(data, dict) or not all(isinstance(b, str) for b in data.values()):
+        raise ValueError("a receipt's builds map package names to build strings")
+    return tuple(sorted((str(n), b) for n, b in data.items()))
 
 
 __all__ = [

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cema.errors import SpecError
+from cema._fs import MiB, read_text_capped
+from cema.errors import SpecError, UnreadableFileError
+from cema.model import _yaml
 from cema.model.validate import (
     FORMAT_VERSION,
     check_duplicate_keys,
@@ -187,25 +189,42 @@ class ProjectSpec:
 # --- loading ------------------------------------------------------------------------------
 
 
+#: the largest ``cema.yaml`` read (a project of hundreds of envs is well under 1 MiB)
+SPEC_LIMIT = 4 * MiB
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text_capped(path, SPEC_LIMIT)
     except FileNotFoundError:
         raise SpecError(
             "no such file", file=path, hint="run `cema init` to create one, or pass --project."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read the file ({exc})", file=path) from exc
+    except UnreadableFileError as exc:
+        raise SpecError(
+            exc.reason,
+            file=path,
+            line=exc.line,
+            hint=f"cema.yaml must be a regular UTF-8 text file of at most {SPEC_LIMIT // MiB} MiB.",
+        ) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read the file ({exc.strerror or exc})", file=path) from None
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse once: the node tree (for line numbers and duplicate keys) and the data."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        root, data = _yaml.load(text)
+    except _yaml.Refused as exc:
+        raise SpecError(
+            f"this YAML is refused: {exc.reason}",
+            file=path,
+            line=exc.line,
+            key=exc.key or None,
+            hint="write the values out: Cema files are small, shallow and plain.",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -218,8 +237,6 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"this is not valid YAML: {exc}", file=path) from None
-    finally:
-        loader.dispose()
     check_duplicate_keys(root, path)
     return data, root
 

@@ -27,14 +27,14 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
-def _key_path(parts: Sequence[str | int]) -> str:
+def key_path(parts: Sequence[str | int]) -> str:
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _node_at(node: yaml.Node | None, parts: Sequence[str | int]) -> yaml.Node | None:
+def node_at(node: yaml.Node | None, parts: Sequence[str | int]) -> yaml.Node | None:
     """The deepest YAML node along ``parts`` (for line numbers), or None without a document."""
     import yaml
 
@@ -57,10 +57,19 @@ def _node_at(node: yaml.Node | None, parts: Sequence[str | int]) -> yaml.Node | 
 def _key_node(node: yaml.Node | None, parts: Sequence[str | int], key: str) -> yaml.Node | None:
     import yaml
 
-    parent = _node_at(node, parts)
+    parent = node_at(node, parts)
     if isinstance(parent, yaml.MappingNode):
         return next((k for k, _ in parent.value if k.value == key), parent)
     return parent
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message: cut when long (a number too long to print included)."""
+    try:
+        text = value if isinstance(value, str) and limit > 60 else repr(value)
+    except ValueError:  # an int of more than 4,300 digits has no repr
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
 
 def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
@@ -76,11 +85,11 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
     parts: list[str | int] = list(error.absolute_path)
     validator = error.validator
     hint: str | None = None
-    node = _node_at(root, parts)
+    node = node_at(root, parts)
     if validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = _allowed_keys(error.schema)
-        extra = sorted(k for k in error.instance if k not in allowed)
-        bad = extra[0] if extra else "?"
+        extra = sorted((k for k in error.instance if k not in allowed), key=str)
+        bad = str(extra[0]) if extra else "?"
         node = _key_node(root, parts, bad)
         import difflib
 
@@ -91,7 +100,7 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
     elif validator == "propertyNames" or (
         validator == "pattern" and parts[:1] == ["environments"] and len(parts) == 1
     ):
-        bad_name = str(error.instance)
+        bad_name = short(error.instance)
         node = _key_node(root, parts, bad_name)
         if parts[:1] == ["environments"]:
             message = f"{bad_name!r} is not a valid environment name"
@@ -106,7 +115,7 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
     elif validator == "type":
         expected = error.validator_value
         got = type(error.instance).__name__
-        message = f"expected {expected}, got {got} ({error.instance!r})"
+        message = f"expected {expected}, got {got} ({short(error.instance)})"
         if parts and parts[-1] == "python":
             hint = 'quote the version: python: "3.10" (YAML reads 3.10 as the number 3.1).'
         elif expected == "array":
@@ -115,22 +124,22 @@ def _describe(error: Any, root: yaml.Node | None, file: Path | None) -> SpecErro
         choices = [str(c) for c in error.validator_value]
         import difflib
 
-        close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.4)
-        message = f"{error.instance!r} is not one of {', '.join(choices)}"
+        close = difflib.get_close_matches(short(error.instance), choices, n=1, cutoff=0.4)
+        message = f"{short(error.instance)} is not one of {', '.join(choices)}"
         hint = f"did you mean {close[0]!r}?" if close else None
     elif validator == "oneOf" and len(parts) >= 2 and parts[-2] in ("conda", "pip"):
-        message = f"expected a spec string or an entry with a `name`, got {error.instance!r}"
+        message = f"expected a spec string or an entry with a `name`, got {short(error.instance)}"
         hint = (
             "write `- numpy>=1.26`, or `- {name: numpy, platforms: [linux-64],"
             " dependencies: false, optional: true}`."
         )
     elif validator == "const":
-        message = f"{error.instance!r} is not supported (expected {error.validator_value!r})"
+        message = f"{short(error.instance)} is not supported (expected {error.validator_value!r})"
         hint = f"this Cema reads format version {FORMAT_VERSION}."
     else:
-        message = error.message
+        message = short(error.message, 200)
     line = node.start_mark.line + 1 if node is not None else None
-    return SpecError(message, file=file, line=line, key=_key_path(parts) or None, hint=hint)
+    return SpecError(message, file=file, line=line, key=key_path(parts) or None, hint=hint)
 
 
 def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = None) -> None:
@@ -142,7 +151,7 @@ def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = No
     if errors:
         # the first problem in the file, then the most relevant error about it
         def line(error: Any) -> int:
-            node = _node_at(root, list(error.absolute_path))
+            node = node_at(root, list(error.absolute_path))
             return node.start_mark.line if node is not None else 0
 
         first = min(line(e) for e in errors)
@@ -158,12 +167,12 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
     for name, body in data["environments"].items():
         if (body or {}).get("kind") == "venv" and body.get("conda"):
             parts_kind: list[str | int] = ["environments", name, "kind"]
-            node = _node_at(root, parts_kind)
+            node = node_at(root, parts_kind)
             raise SpecError(
                 "a venv cannot have conda dependencies",
                 file=file,
                 line=node.start_mark.line + 1 if node is not None else None,
-                key=_key_path(parts_kind),
+                key=key_path(parts_kind),
                 hint="use `kind: conda` (or `auto`), or move the packages to `pip:`.",
             )
         for i, entry in enumerate((body or {}).get("pip", ())):
@@ -174,12 +183,12 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
                 parts: list[str | int] = ["environments", name, "pip", i]
                 if not isinstance(entry, str):
                     parts.append("name")
-                node = _node_at(root, parts)
+                node = node_at(root, parts)
                 raise SpecError(
                     f"{text!r} is not a valid pip requirement ({str(exc).splitlines()[0]})",
                     file=file,
                     line=node.start_mark.line + 1 if node is not None else None,
-                    key=_key_path(parts),
+                    key=key_path(parts),
                     hint='write it as PEP 508 does, e.g. "requests>=2.31" or'
                     ' "pkg @ https://host/pkg-1.0-py3-none-any.whl".',
                 ) from None
@@ -204,7 +213,9 @@ def validated_document(text: str) -> Any | None:
     A no-op ``cema sync`` then pays for neither YAML parsing nor jsonschema.
     """
     try:
-        return json.loads(_validated_copy(text).read_text("utf-8"))
+        from cema._fs import MiB, read_capped
+
+        return json.loads(read_capped(_validated_copy(text), 64 * MiB))
     except (OSError, ValueError):
         return None
 
@@ -233,12 +244,20 @@ def check_duplicate_keys(
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
+            if key.tag != "tag:yaml.org,2002:str":
+                raise SpecError(
+                    f"the key {short(key.value)} is not a string",
+                    file=path,
+                    line=key.start_mark.line + 1,
+                    key=key_path(parts) or None,
+                    hint="quote it (YAML reads on, yes, no and numbers as other types).",
+                )
             if key.value in seen:
                 raise SpecError(
                     f"the key {key.value!r} appears twice",
                     file=path,
                     line=key.start_mark.line + 1,
-                    key=_key_path([*parts, key.value]),
+                    key=key_path([*parts, key.value]),
                     hint="keep one of them: YAML would silently use the last.",
                 )
             seen.add(key.value)

@@ -78,6 +78,11 @@ try {
       Invoke-CemaHook "$Store\envs\a1a1a1a1a1a1a1a1a1a1a1a1" 'conda'
       Write-CemaReceipt 'a1a1a1a1a1a1a1a1a1a1a1a1' '{
  "address": "a1a1a1a1a1a1a1a1a1a1a1a1",
+ "builds": {
+  "demo": "0",
+  "python": "0",
+  "zlib": "0"
+ },
  "conda": [
   [
    "demo",
@@ -93,7 +98,7 @@ try {
   ]
  ],
  "created": 1700000000.0,
- "digest": "sha256:0f22f13e50e8ce83df28f4643715ef7cef89e058b4070c6d10807a16fd7bffff",
+ "digest": "sha256:20b491873deef349fe85588e7df50362f96912c3210d2a95bb5ba8c7226b43d1",
  "engine": "micromamba",
  "kind": "conda",
  "pip": [

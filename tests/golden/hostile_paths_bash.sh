@@ -69,6 +69,9 @@ else
   cema_hook activation-cache "$STORE/envs/a1a1a1a1a1a1a1a1a1a1a1a1" conda
   cema_receipt a1a1a1a1a1a1a1a1a1a1a1a1 '{
  "address": "a1a1a1a1a1a1a1a1a1a1a1a1",
+ "builds": {
+  "python": "0"
+ },
  "conda": [
   [
    "python",
@@ -76,7 +79,7 @@ else
   ]
  ],
  "created": 1700000000.0,
- "digest": "sha256:2df42629e0d97cfd4d769a831646ae45efa84e6ff428d02d9f9b16b4254a20f0",
+ "digest": "sha256:9c9759861c34088350f24f89c06d837331a7b8fb4a0a198dbe54ef28adeee476",
  "engine": "micromamba",
  "kind": "conda",
  "pip": [
@@ -109,9 +112,10 @@ else
   cema_hook activation-cache "$STORE/envs/b2b2b2b2b2b2b2b2b2b2b2b2" venv
   cema_receipt b2b2b2b2b2b2b2b2b2b2b2b2 '{
  "address": "b2b2b2b2b2b2b2b2b2b2b2b2",
+ "builds": {},
  "conda": [],
  "created": 1700000000.0,
- "digest": "sha256:c560269754a36f6357cdf54ad83e7d57d4d1bb37d0bcb79f97680e012e69f6be",
+ "digest": "sha256:7d7a33b1c1dabde155f5caf53978a3492a9d84f0566ffc37f19f2d6956152e1a",
  "engine": "micromamba",
  "kind": "venv",
  "pip": [

@@ -73,6 +73,11 @@ try {
       Invoke-CemaHook "$Store\envs\a1a1a1a1a1a1a1a1a1a1a1a1" 'conda'
       Write-CemaReceipt 'a1a1a1a1a1a1a1a1a1a1a1a1' '{
  "address": "a1a1a1a1a1a1a1a1a1a1a1a1",
+ "builds": {
+  "demo": "0",
+  "python": "0",
+  "zlib": "0"
+ },
  "conda": [
   [
    "demo",
@@ -88,7 +93,7 @@ try {
   ]
  ],
  "created": 1700000000.0,
- "digest": "sha256:86dbe83ba2974bbc68b7a044cec13689c666fabad6bc802585e443bbe4ab0edb",
+ "digest": "sha256:2b979b98c3b0d42e885583b211d518608591b8c2efec52d7c9925f45e82fa315",
  "engine": "micromamba",
  "kind": "conda",
  "pip": [],

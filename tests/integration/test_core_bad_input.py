@@ -11,6 +11,7 @@ import yaml
 
 import cema
 from cema.model.hashing import content_hash
+from cema.model.lock import with_records_hash
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -271,6 +272,9 @@ def test_lock_with_a_consistent_but_wrong_sha256_fails_at_install(
             conda=content["conda"],
             pip=content["pip"],
         )
+        # and the records-hash, which covers every field: a forger who recomputes both
+        stamped = with_records_hash("demo", doc["environments"]["demo"], plat, content)
+        content["records-hash"] = stamped["records-hash"]
     lock.write_text(yaml.safe_dump(doc, sort_keys=False))
     proc = run_cema("sync", "--frozen", cwd=folder, check=False)
     assert_user_error(proc, "sha256", "cemahello")
@@ -304,7 +308,8 @@ def test_locked_and_check_refuse_a_stale_lock(
     folder = make_project(good_yaml(local_channel))
     run_cema("lock", cwd=folder)
     make_project(good_yaml(local_channel, demo="2.0"))
-    for command in (("lock", "--check"), ("sync", "--locked"), ("plan",)):
+    # a plain `cema plan` plans from a new resolution instead (tests/integration/test_cli_output)
+    for command in (("lock", "--check"), ("sync", "--locked"), ("plan", "--locked")):
         proc = run_cema(*command, cwd=folder, check=False)
         assert_user_error(proc, "out of date", "demo", "cema lock")
     assert_nothing_built(store)

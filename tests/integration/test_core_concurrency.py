@@ -184,9 +184,17 @@ def test_four_held_syncs_build_each_prefix_once(
     try:
         waiting = home / GATE_DIR / "waiting"
         poll_until(waiting.exists, timeout_s=60, what="the builder at the gate")
-        # every process has asked for the prefix lock while the builder holds it
+        # every process has asked for the prefix lock while the builder holds it (not just
+        # the registration's lock, which a sync takes first for a new address)
+        prefix_lock = f"{store.root / 'locks'}{os.sep}"
         poll_until(
-            lambda: all("Attempting to acquire lock" in log.read_text() for log in logs),
+            lambda: all(
+                any(
+                    "Attempting to acquire lock" in line and prefix_lock in line
+                    for line in log.read_text().splitlines()
+                )
+                for log in logs
+            ),
             timeout_s=60,
             what="all four syncs at the prefix lock",
         )

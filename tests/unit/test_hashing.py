@@ -1,6 +1,11 @@
-"""Golden values of the spec hash and content hash: a change here changes every user's prefixes."""
+"""Golden values of the spec hash, content hash and records hash.
+
+A change of the first two changes every user's prefixes; of the last, every lock's records-hash.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -9,6 +14,7 @@ from cema.model.hashing import (
     content_hash,
     normalize_conda_spec,
     normalize_pip_requirement,
+    records_hash,
     spec_hash,
 )
 from cema.model.spec import env_from_dict
@@ -122,3 +128,88 @@ def test_normalize_pip_requirement() -> None:
 def test_spec_hash_changes_with_kind() -> None:
     assert spec_hash(env(pip=["six"])) != spec_hash(env(pip=["six"], kind="conda"))
     assert spec_hash(env(pip=["six"])) == spec_hash(env(pip=["six"], kind="venv"))
+
+
+# one env on one platform exactly as `cema lock` writes it (the header without `platforms`)
+HEADER = {"spec-hash": "b04defce7541b7e5", "kind": "conda"}
+WRITTEN = {
+    "content-hash": "2e4aef45ffbc3e1c02a8e541",
+    "conda": [
+        {
+            **XZ,
+            "build_number": 0,
+            "depends": ["libgcc-ng >=12"],
+            "constrains": [],
+            "channel": "https://conda.anaconda.org/conda-forge/",
+            "url": "https://conda.anaconda.org/conda-forge/linux-64/xz-5.2.6-h166bdaf_0.tar.bz2",
+            "md5": "2161070d867d1b1204ea749c8eec4ef0",
+            "size": 418368,
+            "timestamp": 1660346797927,
+        }
+    ],
+    "pip": [{**SIX, "url": "https://files.pythonhosted.org/six-1.16.0-py2.py3-none-any.whl"}],
+}
+
+
+def stamp(header: dict[str, Any] = HEADER, content: dict[str, Any] = WRITTEN, **kw: str) -> str:
+    return records_hash(
+        env=kw.get("env", "a"),
+        header=header,
+        platform=kw.get("platform", "linux-64"),
+        content=content,
+    )
+
+
+def test_records_hash_golden() -> None:
+    assert stamp() == "f40a3f8a978bfc5367457d8f"
+
+
+def test_records_hash_ignores_key_order_and_its_own_field() -> None:
+    reordered = {k: WRITTEN[k] for k in reversed(list(WRITTEN))}
+    assert stamp(content=reordered) == stamp()
+    assert stamp(content={**WRITTEN, "records-hash": "0" * 24}) == stamp()
+    assert stamp(header={**HEADER, "platforms": {"x": 1}}) == stamp()
+
+
+def _conda(**change: object) -> dict[str, Any]:
+    return {**WRITTEN, "conda": [{**WRITTEN["conda"][0], **change}]}
+
+
+@pytest.mark.parametrize(
+    ("what", "header", "content", "where"),
+    [
+        ("md5", HEADER, _conda(md5="0" * 32), {}),
+        ("size", HEADER, _conda(size=418369), {}),
+        ("depends", HEADER, _conda(depends=[]), {}),
+        ("constrains", HEADER, _conda(constrains=["xz-static <0"]), {}),
+        ("timestamp", HEADER, _conda(timestamp=1), {}),
+        ("noarch", HEADER, _conda(noarch="generic"), {}),
+        ("channel", HEADER, _conda(channel="https://mirror.example/conda-forge/"), {}),
+        ("url", HEADER, _conda(url="https://mirror.example/xz.tar.bz2"), {}),
+        ("build_number", HEADER, _conda(build_number=1), {}),
+        ("no_deps", HEADER, _conda(no_deps=True), {}),
+        ("pip url", HEADER, {**WRITTEN, "pip": [{**WRITTEN["pip"][0], "url": "https://x/"}]}, {}),
+        ("pip no_deps", HEADER, {**WRITTEN, "pip": [{**WRITTEN["pip"][0], "no_deps": True}]}, {}),
+        ("omitted", HEADER, {**WRITTEN, "omitted": ["cuda"]}, {}),
+        ("commands", HEADER, {**WRITTEN, "commands": ["echo hi"]}, {}),
+        ("content-hash", HEADER, {**WRITTEN, "content-hash": "0" * 24}, {}),
+        ("record order", HEADER, {**WRITTEN, "conda": [*WRITTEN["conda"], XZ]}, {}),
+        ("spec-hash", {**HEADER, "spec-hash": "0" * 16}, WRITTEN, {}),
+        ("python", {**HEADER, "python": "3.12"}, WRITTEN, {}),
+        ("kind", {**HEADER, "kind": "venv"}, WRITTEN, {}),
+        ("env name", HEADER, WRITTEN, {"env": "b"}),
+        ("platform", HEADER, WRITTEN, {"platform": "osx-64"}),
+    ],
+)
+def test_records_hash_covers_every_field(
+    what: str, header: dict[str, Any], content: dict[str, Any], where: dict[str, str]
+) -> None:
+    assert stamp(header, content, **where) != stamp(), what
+
+
+def test_content_hash_still_ignores_what_only_the_records_hash_covers() -> None:
+    """The prefix address stays about installed content: a mirror's copy is the same prefix."""
+    mirrored = _conda(url="https://mirror.example/xz.tar.bz2", md5="0" * 32, size=1)
+    assert content_hash(
+        kind="conda", platform="linux-64", conda=mirrored["conda"], pip=WRITTEN["pip"]
+    ) == content_hash(kind="conda", platform="linux-64", conda=WRITTEN["conda"], pip=WRITTEN["pip"])

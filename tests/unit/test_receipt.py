@@ -76,3 +76,77 @@ def test_the_store_treats_an_edited_receipt_as_no_receipt(tmp_path) -> None:
     path.write_text(path.read_text().replace('"1.3"', '"1.3.1"'))
     assert store.receipt(RECEIPT.address) is None
     assert store.inventory() == {}
+
+
+BUILT = Receipt(
+    address="c3" * 12,
+    kind="conda",
+    platform="linux-64",
+    conda=(("python", "3.11.9"), ("zlib", "1.3")),
+    builds=(("python", "h955ad1f_0_cpython"), ("zlib", "h4ab18f5_1")),
+    python="3.11.9",
+    created=1_700_000_000.0,
+)
+
+
+def test_a_receipt_records_conda_builds() -> None:
+    text = BUILT.to_json()
+    data = json.loads(text)
+    assert data["builds"] == {"python": "h955ad1f_0_cpython", "zlib": "h4ab18f5_1"}
+    assert data["conda"] == [["python", "3.11.9"], ["zlib", "1.3"]]  # as before: pairs
+    assert Receipt.from_json(text) == BUILT
+    data["builds"]["zlib"] = "h4ab18f5_2"  # a build changed by hand
+    with pytest.raises(ValueError, match="digest"):
+        Receipt.from_json(json.dumps(data))
+
+
+def test_a_receipt_written_before_builds_is_still_read() -> None:
+    data = json.loads(BUILT.to_json())
+    del data["builds"]
+    data[DIGEST_KEY] = receipt_digest(data)  # what an older Cema wrote
+    old = Receipt.from_json(json.dumps(data))
+    assert old.builds == () and old.packages() == BUILT.packages()
+
+
+@pytest.mark.parametrize("builds", [["zlib", "h4ab18f5_1"], {"zlib": 1}, "h4ab18f5_1"])
+def test_malformed_builds_are_refused(builds: object) -> None:
+    data = json.loads(BUILT.to_json())
+    data["builds"] = builds
+    data[DIGEST_KEY] = receipt_digest(data)
+    with pytest.raises((ValueError, TypeError)):
+        Receipt.from_json(json.dumps(data))
+
+
+def test_the_embedded_sync_and_the_scripts_write_the_builds(tmp_path) -> None:
+    from cema.engines.builder import BuildStep, NullReporter, Reporter
+    from cema.engines.micromamba.common import receipt_for
+    from cema.model.lock import CondaRecord, LockedPlatform
+    from cema.sync import Resolved, build_prefix
+
+    record = CondaRecord(
+        name="zlib",
+        version="1.3",
+        build="h4ab18f5_1",
+        build_number=1,
+        subdir="linux-64",
+        channel="https://conda.anaconda.org/conda-forge/",
+        url="https://conda.anaconda.org/conda-forge/linux-64/zlib-1.3-h4ab18f5_1.conda",
+        sha256="a" * 64,
+    )
+    item = Resolved(
+        env="a",
+        content=LockedPlatform(platform="linux-64", kind="conda", conda=[record]),
+        address="d4" * 12,
+    )
+
+    class Fake:
+        name = "fake"
+
+        def build(self, *, step: BuildStep, reporter: Reporter) -> None:
+            (step.staging / "conda-meta").mkdir(parents=True)
+
+    store = Store(tmp_path / "store")
+    build_prefix(store, item, builder=Fake(), reporter=NullReporter())
+    receipt = store.receipt(item.address)
+    assert receipt is not None and receipt.builds == (("zlib", "h4ab18f5_1"),)
+    assert receipt_for(item, created=0.0).builds == (("zlib", "h4ab18f5_1"),)

@@ -255,6 +255,7 @@ def test_receipt_is_the_embedded_engines_json_with_engine_micromamba() -> None:
         platform="linux-64",
         conda=(("demo", "1.0"), ("python", "3.11.9"), ("zlib", "1.3")),
         pip=(("six", "1.16.0"),),
+        builds=(("demo", "0"), ("python", "0"), ("zlib", "0")),
         python="3.11.9",
         engine="micromamba",
         created=1_700_000_000.0,

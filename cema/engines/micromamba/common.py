@@ -221,6 +221,7 @@ def receipt_for(item: ResolvedEnv, *, created: float) -> Receipt:
         platform=content.platform,
         conda=tuple((r.name, r.version) for r in content.conda),
         pip=tuple((r.name, r.version) for r in content.pip),
+        builds=tuple((r.name, r.build) for r in content.conda),
         python=item.interpreter.version if item.interpreter else content.python_version(),
         engine=ENGINE_NAME,
         created=created,
