@@ -9,7 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
 from cema.engines import uv
+from cema.engines.pypi_names import pypi_name
 from cema.engines.solver import Solver
 from cema.errors import CemaError, SolveError
 from cema.model.hashing import spec_hash
@@ -32,14 +37,84 @@ def conda_specs(env: EnvSpec, platform: str | None = None) -> list[str]:
     return specs
 
 
-def _python_packages(records: Sequence[CondaRecord]) -> dict[str, str]:
-    """Conda records that are Python distributions (the pip layer must not replace them)."""
-    return {
-        r.name: r.version
-        for r in records
-        if r.name != "python"
-        and (r.noarch == "python" or any(d.split()[0] == "python" for d in r.depends))
-    }
+def _python_packages(records: Sequence[CondaRecord]) -> dict[str, CondaRecord]:
+    """Conda records that are Python distributions, by the PyPI name of what they install.
+
+    The pip layer must not replace them: conda ``msgpack-python`` installs PyPI ``msgpack``.
+    """
+    out: dict[str, CondaRecord] = {}
+    for r in records:
+        if r.name != "python" and (
+            r.noarch == "python" or any(d.split()[0] == "python" for d in r.depends)
+        ):
+            out.setdefault(pypi_name(r.name), r)
+    return out
+
+
+def _conda_satisfies(req: Requirement, version: str) -> bool:
+    """Whether the conda ``version`` meets ``req``'s specifier (an unreadable one: unknown, yes)."""
+    try:
+        return req.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        log.warning(
+            "cannot compare the conda version %s with %r: taken as meeting it", version, req
+        )
+        return True
+
+
+def _without_conda_provided(
+    entries: Sequence[Dependency], provided: Mapping[str, CondaRecord], *, where: str
+) -> tuple[list[Dependency], list[str]]:
+    """The pip entries left once those naming a distribution the conda layer installs are out.
+
+    Such an entry is dropped when the conda version meets it (kept, for uv to resolve its
+    extras, when it has some: the distribution itself stays conda's) and refused when not (an
+    optional one is left out), since pip would write over conda's files. Entries with markers
+    are left to uv, which resolves them against the conda version as a constraint.
+    """
+    kept: list[Dependency] = []
+    omitted: list[str] = []
+    for dep in entries:
+        try:
+            req = Requirement(dep.spec)
+        except InvalidRequirement:
+            kept.append(dep)
+            continue
+        rec = provided.get(canonicalize_name(req.name))
+        if rec is None or req.marker is not None:
+            kept.append(dep)
+            continue
+        if req.url is None and _conda_satisfies(req, rec.version):
+            log.warning(
+                "the pip entry %r is left out %s: the conda package %s %s installs %s",
+                dep.spec,
+                where,
+                rec.name,
+                rec.version,
+                req.name,
+            )
+            if req.extras:
+                kept.append(dep)
+            continue
+        if req.url:
+            problem = SolveError(
+                f"the pip entry {dep.spec!r} {where} installs {req.name}, which the conda"
+                f" package {rec.name} {rec.version} installs already.",
+                hint=f"drop the pip entry or the conda package {rec.name}: one distribution"
+                " cannot come from both conda and pip.",
+            )
+        else:
+            problem = SolveError(
+                f"the pip entry {dep.spec!r} {where} does not allow the {req.name}"
+                f" {rec.version} that the conda package {rec.name} installs.",
+                hint=f"drop the pip entry, or change the conda spec of {rec.name} to a version"
+                " it allows: one distribution cannot come from both conda and pip.",
+            )
+        if not dep.optional:
+            raise problem
+        log.warning("leaving out the optional %r %s: %s", dep.spec, where, problem.message)
+        omitted.append(dep.spec)
+    return kept, omitted
 
 
 def _with_optional(
@@ -143,7 +218,7 @@ def _lock_conda_platform(
             env,
             platform,
             python_version=version,
-            provided=_python_packages(records),
+            conda=_python_packages(records),
             previous=previous_pip,
         )
         omitted += pip_omitted
@@ -162,15 +237,19 @@ def _lock_pip(
     platform: str,
     *,
     python_version: str,
-    provided: Mapping[str, str] | None = None,
+    conda: Mapping[str, CondaRecord] | None = None,
     previous: Sequence[PipRecord] = (),
 ) -> tuple[list[PipRecord], list[str]]:
     """The pip layer on ``platform``: entries with their dependencies together, others alone.
 
-    Versions locked before are kept where they still fit (tried first as pins).
+    ``conda`` holds the distributions the conda layer installs (by PyPI name): entries naming
+    them are dropped or refused, and uv keeps them as they are. Versions locked before are kept
+    where they still fit (tried first as pins).
     """
-    entries = env.pip_for(platform)
     where = f"on {platform}"
+    conda = conda or {}
+    entries, omitted_first = _without_conda_provided(env.pip_for(platform), conda, where=where)
+    provided = {name: rec.version for name, rec in conda.items()}
     prefer = {r.name: r.version for r in previous if not r.no_deps}
 
     def compile_(deps: list[Dependency]) -> list[PipRecord]:
@@ -188,6 +267,7 @@ def _lock_pip(
         return uv.compile_pip(specs, **common)
 
     records, omitted = _with_optional(compile_, [d for d in entries if d.dependencies], where=where)
+    omitted = omitted_first + omitted
     by_name = {r.name: r for r in records}
     for dep in (d for d in entries if not d.dependencies):
 

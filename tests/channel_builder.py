@@ -336,6 +336,39 @@ def bulk_package(name: str = "cemabulk", version: str = "1.0", *, files: int = 3
     )
 
 
+def _record_line(path: str, content: bytes) -> str:
+    import base64
+
+    digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(content)}\n"
+
+
+def pypi_dist_package(name: str, version: str, *, dist: str, module: str | None = None) -> Package:
+    """A ``noarch: python`` conda package that installs the PyPI distribution ``dist``.
+
+    Like conda-forge's ``msgpack-python`` (PyPI ``msgpack``): module ``module`` (default
+    ``dist``) with ``__version__`` and ``FROM_CONDA = True``, and ``<dist>-<version>.dist-info``
+    (``METADATA``, ``INSTALLER`` saying conda, ``RECORD``), as pip tools see it installed.
+    """
+    module = module or dist.replace("-", "_")
+    info = f"{dist.replace('-', '_')}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f'__version__ = "{version}"\nFROM_CONDA = True\n'.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode(),
+        f"{info}/INSTALLER": b"conda\n",
+    }
+    record = "".join(_record_line(p, c) for p, c in files.items()) + f"{info}/RECORD,,\n"
+    files[f"{info}/RECORD"] = record.encode()
+    return Package(
+        name=name,
+        version=version,
+        build="py_0",
+        noarch="python",
+        depends=("python",),
+        files=tuple(PackageFile(path=f"site-packages/{p}", content=c) for p, c in files.items()),
+    )
+
+
 def local_packages(interpreter: Path | None = None) -> list[Package]:
     """The standard local channel: python (the host's), cemademo 1.0 and 2.0, cemahello, gate."""
     return [

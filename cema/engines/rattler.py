@@ -17,7 +17,7 @@ import rattler
 import rattler.exceptions as rattler_errors
 
 from cema.engines.builder import BuildStep, Reporter
-from cema.errors import EngineError, SolveError
+from cema.errors import DiskFullError, EngineError, SolveError
 from cema.model.lock import CondaRecord
 from cema.model.urls import file_url_path
 
@@ -370,6 +370,10 @@ class RattlerEngine:
             rattler_errors.FetchRepoDataError,
             rattler_errors.CacheDirError,
         ) as exc:
+            if DiskFullError.seen_in(str(exc)):
+                # the package cache, the staging folder and the prefix: all in the store
+                store = os.path.commonpath([step.package_cache, step.staging, step.final])
+                raise DiskFullError(store, installing=f"environment {step.env!r}") from None
             raise EngineError(
                 f"installing into {step.final} failed: {str(exc).strip()}",
                 hint="run `cema sync` again; if it fails the same way, the locked records cannot"

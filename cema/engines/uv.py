@@ -17,7 +17,13 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from cema import _proc
-from cema.errors import CemaError, CommandFailedError, EngineUnavailableError, SolveError
+from cema.errors import (
+    CemaError,
+    CommandFailedError,
+    DiskFullError,
+    EngineUnavailableError,
+    SolveError,
+)
 from cema.model.lock import PipRecord
 from cema.model.spec import version_request
 from cema.store import venv_python
@@ -143,11 +149,48 @@ def find_interpreter(request: str | None, *, download: bool = True) -> Interpret
 # --- venvs ----------------------------------------------------------------------------------
 
 
+def _disk_holding(where: Path, env: Mapping[str, str], *, cache: bool) -> str:
+    """``where``, and uv's cache when used and on another disk (either may be the full one)."""
+    if not cache:
+        return str(where)
+    try:
+        found = _proc.run([uv_bin(), "cache", "dir"], what="finding uv's cache", env=env)
+        uv_cache = Path(found.stdout.strip())
+        if uv_cache.is_dir() and uv_cache.stat().st_dev != where.stat().st_dev:
+            return f"{where} (or the one holding uv's cache, {uv_cache})"
+    except (CemaError, OSError):
+        pass
+    return str(where)
+
+
+def _installing(
+    cmd: Sequence[str | Path],
+    *,
+    what: str,
+    installing: str,
+    where: Path,
+    env: Mapping[str, str],
+    hint: str | None = None,
+    cache: bool = True,
+) -> None:
+    """Run a uv command that writes into ``where`` (and uv's cache); a full disk is said so."""
+    try:
+        _proc.run(cmd, what=what, env=env, hint=hint)
+    except CommandFailedError as exc:
+        if DiskFullError.seen_in(exc.output_tail):
+            where_text = _disk_holding(where, env, cache=cache)
+            raise DiskFullError(where_text, installing=installing) from None
+        raise
+
+
 def create_venv(interpreter: Interpreter, staging: Path) -> None:
     """Create a bare, relocatable venv in ``staging`` (renamed into place by the caller)."""
-    _proc.run(
+    _installing(
         [uv_bin(), "venv", "--quiet", "--relocatable", "--python", interpreter.path, staging],
         what=f"creating a virtualenv with {interpreter.path}",
+        installing=f"a virtualenv of {interpreter.path}",
+        where=staging.parent.parent,  # the store: staging/ is directly under it
+        cache=False,
         env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": ""},
     )
 
@@ -178,6 +221,14 @@ def _record_from(package: Mapping[str, Any], *, no_deps: bool = False) -> PipRec
     )
 
 
+def _pep440(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
+
+
 def compile_pip(
     requirements: Sequence[str],
     *,
@@ -196,7 +247,10 @@ def compile_pip(
         return []
     provided = {canonicalize_name(n): v for n, v in (provided or {}).items()}
     pins: dict[str, str] = {canonicalize_name(n): v for n, v in (prefer or {}).items()}
-    pins.update(provided)
+    for name, version in provided.items():
+        pins.pop(name, None)
+        if _pep440(version):  # a conda version PEP 440 cannot read is no pin (still left out)
+            pins[name] = version
     with tempfile.TemporaryDirectory(prefix="cema-pip-") as tmp:
         folder = Path(tmp)
         (folder / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
@@ -249,7 +303,7 @@ def install_pip(prefix: Path, records: Sequence[PipRecord], *, env: Mapping[str,
             "".join(f"{r.name} @ {r.url} --hash=sha256:{r.sha256}\n" for r in records),
             encoding="utf-8",
         )
-        _proc.run(
+        _installing(
             [
                 uv_bin(),
                 "pip",
@@ -264,6 +318,11 @@ def install_pip(prefix: Path, records: Sequence[PipRecord], *, env: Mapping[str,
                 req,
             ],
             what=f"installing the pip layer into {prefix}",
+            # the activated environment names the env (``CEMA_ENV``)
+            installing=f"the pip layer of environment {env['CEMA_ENV']!r}"
+            if env.get("CEMA_ENV")
+            else f"the pip layer of {prefix}",
+            where=prefix.parent.parent,  # the store: envs/ is directly under it
             env=env,
             hint="a download failed or a hash did not match the lock.",
         )
