@@ -12,6 +12,7 @@ import xxhash
 from cema.engines import Builder, Reporter, Solver, default_solver, get_builder
 from cema.errors import LockError, SpecError
 from cema.model.lock import LOCK_FILENAME, Lockfile, check_fresh, stale_envs
+from cema.model.lockdiff import LockDiff, diff_locks
 from cema.model.lockio import read_lock, write_lock
 from cema.model.plan import Plan
 from cema.model.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
@@ -71,6 +72,8 @@ class Project:
         self._builder = engine
         self._solver = solver
         self.platform = current_platform()
+        #: what the last resolution (``lock``, or a re-lock by ``sync``/``plan``) changed
+        self.last_lock_diff: LockDiff | None = None
 
     @classmethod
     def load(
@@ -116,7 +119,8 @@ class Project:
         if not self.lock_path.exists():
             return Lockfile(path=self.lock_path)
         try:
-            return self.read_lock()
+            # `cema lock` keeps the pins of a lock an older Cema wrote (no records-hashes)
+            return read_lock(self.lock_path, cache_dir=self._lock_cache, older=not strict)
         except LockError:
             if strict:
                 raise
@@ -131,8 +135,10 @@ class Project:
         check_fresh(self.spec, lock, names)
         return lock
 
-    def lock(self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False) -> Lockfile:
-        """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
+    def resolve(
+        self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False
+    ) -> Lockfile:
+        """The lock ``lock`` would write, in memory only (``last_lock_diff`` says what moved)."""
         from cema.resolve import lock_project
 
         previous = self._previous_lock(strict=False)
@@ -141,10 +147,20 @@ class Project:
         )
         # envs no longer declared leave the lock
         lock = lock.with_envs(e for e in lock.envs.values() if e.name in self.spec.environments)
+        self.last_lock_diff = diff_locks(previous, lock)
+        return lock
+
+    def lock(self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False) -> Lockfile:
+        """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
+        lock = self.resolve(names=names, upgrade=upgrade)
         write_lock(lock, self.lock_path, cache_dir=self._lock_cache)
         return self.read_lock()
 
-    def _lock_for_sync(self, names: Sequence[str], mode: SyncMode) -> Lockfile:
+    def _lock_for_sync(
+        self, names: Sequence[str], mode: SyncMode, *, write: bool = True
+    ) -> Lockfile:
+        """The lock to sync from; in ``auto`` mode stale envs are resolved again first (and
+        written unless ``write`` is False: ``cema plan`` shows what ``sync`` would do)."""
         for name in names:
             self.spec.env(name)  # unknown names fail first, with a suggestion
         if mode == "frozen":
@@ -159,7 +175,7 @@ class Project:
         )
         if stale or not self.lock_path.exists():
             log.info("cema.lock is out of date for %s: locking", ", ".join(stale) or "all")
-            lock = self.lock(names=stale)
+            lock = self.lock(names=stale) if write else self.resolve(names=stale)
         return lock
 
     def targets(self, lock: Lockfile, names: Sequence[str] = ()) -> list[Resolved]:
@@ -172,8 +188,8 @@ class Project:
     def plan(
         self, *, names: Sequence[str] = (), prune: bool = False, mode: SyncMode = "frozen"
     ) -> Plan:
-        """What ``sync`` would do, without doing it."""
-        lock = self._lock_for_sync(names, mode)
+        """What ``sync`` would do, without doing it (``auto``: re-locked in memory, not written)."""
+        lock = self._lock_for_sync(names, mode, write=False)
         return plan_sync(self.store, lock, self.targets(lock, names), prune=prune)
 
     def script(self, shell: Shell, *, names: Sequence[str] = (), prune: bool = False) -> Script:

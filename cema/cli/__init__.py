@@ -23,37 +23,101 @@ if TYPE_CHECKING:
 COMMANDS = ("init", "import", "export", "lock", "plan", "sync", "list", "verify", "run", "gc")
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable: ``1``/``true``/``yes``/``on``, or unset/``0``/``false``..."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise CemaError(
+        f"{name}={os.environ[name]!r} is not a yes or no.",
+        hint=f"set {name} to 1 or 0 (or unset it).",
+    )
+
+
+def _env_mode() -> str | None:
+    """The default of ``--locked``/``--frozen``: ``$CEMA_LOCKED``, ``$CEMA_FROZEN``."""
+    locked, frozen = env_flag("CEMA_LOCKED"), env_flag("CEMA_FROZEN")
+    if locked and frozen:
+        raise CemaError(
+            "CEMA_LOCKED and CEMA_FROZEN are both set.",
+            hint="set one of them (--locked or --frozen on the command line wins over both).",
+        )
+    return "locked" if locked else "frozen" if frozen else None
+
+
 def _common_options(default: Any) -> argparse.ArgumentParser:
-    """Options accepted before and after the command (SUPPRESS keeps the first one given)."""
+    """Options accepted before and after the command (SUPPRESS keeps the first one given).
+
+    The top-level defaults (``default`` None) come from the environment: a flag on the
+    command line wins over its variable.
+    """
+    top = default is None
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--project",
         "-p",
         metavar="PATH",
-        default=default,
-        help="cema.yaml or its folder (default: search from the cwd upwards)",
+        default=(os.environ.get("CEMA_PROJECT") or None) if top else default,
+        help="cema.yaml or its folder (default: $CEMA_PROJECT, else search from the cwd upwards)",
     )
     common.add_argument(
         "--store",
         metavar="PATH",
-        default=default,
-        help="the store (default: `store:` in cema.yaml, else $CEMA_HOME, else the user cache dir)",
+        default=(os.environ.get("CEMA_STORE") or None) if top else default,
+        help="the store (default: $CEMA_STORE, else `store:` in cema.yaml, else $CEMA_HOME,"
+        " else the user cache dir)",
     )
     common.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=0 if default is None else default,
+        default=0 if top else default,
         help="more detail",
     )
     common.add_argument(
         "-q",
         "--quiet",
         action="store_true",
-        default=False if default is None else default,
+        default=False if top else default,
         help="print only errors",
     )
+    common.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=env_flag("CEMA_NO_PROGRESS") if top else default,
+        help="never draw progress bars (default: on a TTY, unless $CEMA_NO_PROGRESS or $CI)",
+    )
     return common
+
+
+def _mode_options(parser: argparse.ArgumentParser, *, frozen_help: str) -> None:
+    """``--locked`` / ``--frozen``: one ``mode``, by default ``$CEMA_LOCKED``/``$CEMA_FROZEN``."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--locked",
+        dest="mode",
+        action="store_const",
+        const="locked",
+        help="fail if cema.lock is out of date ($CEMA_LOCKED)",
+    )
+    mode.add_argument(
+        "--frozen", dest="mode", action="store_const", const="frozen", help=frozen_help
+    )
+    parser.set_defaults(mode=_env_mode())
+
+
+def _json_option(parser: argparse.ArgumentParser, schema: str) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"machine-readable output (specs/{schema})",
+    )
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -71,7 +135,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     if only in (None, "init"):
-        p = sub.add_parser("init", parents=[common], help="write a starting cema.yaml")
+        p = sub.add_parser(
+            "init",
+            parents=[common],
+            help="write a starting cema.yaml",
+            description="Write a starting cema.yaml (in --project, else the cwd) with one env.",
+        )
         p.set_defaults(func=commands.cmd_init)
 
     if only in (None, "import"):
@@ -112,10 +181,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=commands.cmd_export)
 
     if only in (None, "lock"):
-        p = sub.add_parser("lock", parents=[common], help="resolve cema.yaml into cema.lock")
-        p.add_argument(
-            "--check", action="store_true", help="fail if cema.lock is out of date, without solving"
+        p = sub.add_parser(
+            "lock",
+            parents=[common],
+            help="resolve cema.yaml into cema.lock",
+            description="Resolve the envs of cema.yaml that changed (or those --upgrade names)"
+            " into cema.lock, and print what changed per env and platform.",
         )
+        p.add_argument(
+            "--check",
+            "--locked",
+            action="store_true",
+            default=env_flag("CEMA_LOCKED"),
+            help="fail if cema.lock is out of date, without solving ($CEMA_LOCKED)",
+        )
+        _json_option(p, "cli-lock.schema.json")
         p.add_argument(
             "--upgrade",
             nargs="*",
@@ -125,8 +205,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=commands.cmd_lock)
 
     if only in (None, "plan"):
-        p = sub.add_parser("plan", parents=[common], help="show what sync would do")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p = sub.add_parser(
+            "plan",
+            parents=[common],
+            help="show what sync would do",
+            description="Show what `cema sync` would do: create, update (with the package"
+            " diff), reuse, remove. A stale lock is resolved again in memory (never written);"
+            " --locked refuses it instead.",
+        )
+        _json_option(p, "cli-plan.schema.json")
+        _mode_options(p, frozen_help="plan cema.lock as it is, without a freshness check")
         p.add_argument("--prune", action="store_true", help="include removals")
         p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
         p.add_argument(
@@ -137,13 +225,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=commands.cmd_plan)
 
     if only in (None, "sync"):
-        p = sub.add_parser("sync", parents=[common], help="make this machine match cema.lock")
-        mode = p.add_mutually_exclusive_group()
-        mode.add_argument("--locked", action="store_true", help="fail if cema.lock is out of date")
-        mode.add_argument(
-            "--frozen",
-            action="store_true",
-            help="install cema.lock as it is: no freshness check, no solve",
+        p = sub.add_parser(
+            "sync",
+            parents=[common],
+            help="make this machine match cema.lock",
+            description="Build or reuse a prefix for each env of cema.lock. Stale envs are"
+            " locked again first (and what changed is printed on stderr), unless --locked"
+            " or --frozen.",
+        )
+        _json_option(p, "cli-sync.schema.json")
+        _mode_options(
+            p, frozen_help="install cema.lock as it is: no freshness check, no solve ($CEMA_FROZEN)"
         )
         p.add_argument(
             "--prune", action="store_true", help="remove prefixes this project no longer uses"
@@ -167,24 +259,50 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=commands.cmd_sync)
 
     if only in (None, "list"):
-        p = sub.add_parser("list", parents=[common], help="list the envs and their prefixes")
+        p = sub.add_parser(
+            "list",
+            parents=[common],
+            help="list the envs and their prefixes",
+            description="List the envs of cema.yaml: kind, package count and prefix (or"
+            " `not synced`).",
+        )
+        _json_option(p, "cli-list.schema.json")
         p.set_defaults(func=commands.cmd_list)
 
     if only in (None, "verify"):
-        p = sub.add_parser("verify", parents=[common], help="check the installed files of the envs")
+        p = sub.add_parser(
+            "verify",
+            parents=[common],
+            help="check the installed files of the envs",
+            description="Check each env's installed files against its package records"
+            " (present, with their size; --full: also their sha256). Exit 1 when one is damaged.",
+        )
         p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
         p.add_argument("--full", action="store_true", help="also hash every file (slower)")
         p.set_defaults(func=commands.cmd_verify)
 
     if only in (None, "run"):
-        p = sub.add_parser("run", parents=[common], help="run a command in an activated env")
+        p = sub.add_parser(
+            "run",
+            parents=[common],
+            help="run a command in an activated env",
+            description="Run COMMAND in env NAME, activated (PATH, CONDA_PREFIX, activate.d,"
+            " the spec's variables). The env must be synced.",
+        )
         p.add_argument("name", metavar="NAME")
         p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
         p.set_defaults(func=commands.cmd_run)
 
     if only in (None, "gc"):
-        p = sub.add_parser("gc", parents=[common], help="remove prefixes no project references")
+        p = sub.add_parser(
+            "gc",
+            parents=[common],
+            help="remove prefixes no project references",
+            description="Remove the store's prefixes that no registered project, Dask or Ray"
+            " lock copy, or running worker references.",
+        )
         p.add_argument("--dry-run", action="store_true", help="only list them")
+        _json_option(p, "cli-gc.schema.json")
         p.add_argument("--all-staging", action="store_true", help="also clear recent staging dirs")
         p.set_defaults(func=commands.cmd_gc)
     return parser
@@ -197,7 +315,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
     Anything unusual (``--help``, an abbreviated option, ``--``) gives None.
     """
     given = iter(argv)
-    flags = ("-q", "--quiet", "--verbose")
+    flags = ("-q", "--quiet", "--verbose", "--no-progress")
     for arg in given:
         if arg in ("--project", "-p", "--store"):
             next(given, None)
@@ -221,22 +339,30 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
+def _report(exc: CemaError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cema`` command: user errors print ``error:``/``hint:`` and exit 1."""
     given = sys.argv[1:] if argv is None else list(argv)
     if given in (["--version"], ["-V"]):  # the common probe, answered before argparse is built
         print(f"cema {__version__}")
         raise SystemExit(0)  # what argparse's version action does
-    parser = build_parser(_command_of(given))
+    try:
+        # the defaults read the environment ($CEMA_LOCKED...): a bad value is a user error
+        parser = build_parser(_command_of(given))
+    except CemaError as exc:
+        return _report(exc)
     args = parser.parse_args(given)
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))
     except CemaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
+        return _report(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from cema.model.plan import Plan
     from cema.project import Project, SyncMode
 
 STARTER = """\
@@ -55,7 +54,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CemaError(f"{target} already exists.", hint="edit it, or remove it first.")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, STARTER.format(platform=current_platform()))
-    print(f"wrote {target}: add dependencies, then run `cema lock`.")
+    if not args.quiet:
+        print(f"wrote {target}: add dependencies, then run `cema lock`.")
     return 0
 
 
@@ -120,86 +120,105 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     """Resolve ``cema.yaml`` into ``cema.lock`` (or check that it is up to date)."""
+    from cema.cli import output
+
     project = _project(args)
     if args.check:
         project.check()
-        if not args.quiet:
+        if args.json:
+            output.print_json(output.lock_json(project, None, written=False))
+        elif not args.quiet:
             print(f"{project.lock_path} is up to date.")
         return 0
     upgrade: Sequence[str] | bool = False
     if args.upgrade is not None:
         upgrade = args.upgrade or True
     lock = project.lock(upgrade=upgrade)
-    if not args.quiet:
-        print(f"locked {len(lock.envs)} environment(s) into {project.lock_path}")
+    diff = project.last_lock_diff
+    if args.json:
+        output.print_json(output.lock_json(project, diff, written=True))
+    elif not args.quiet:
+        print("\n".join(diff.lines() if diff else ["no change"]))
+        envs = output.plural(len(lock.envs), "environment")
+        print(f"locked {envs} into {project.lock_path}")
     return 0
 
 
-def _print_plan(plan: Plan, project: Project) -> None:
-    from cema.model.plan import Create, Remove, Reuse, Update
-
-    for action in plan.actions:
-        match action:
-            case Create(env=env, address=address, kind=kind):
-                print(f"create  {env} ({kind}) -> {project.store.prefix(address)}")
-            case Update():
-                how = "build" if action.build else "reuse"
-                print(
-                    f"update  {action.env} ({action.kind}, {how}) -> "
-                    f"{project.store.prefix(action.address)}"
-                )
-                for line in action.diff.lines():
-                    print(f"          {line}")
-            case Reuse(env=env, address=address):
-                print(f"reuse   {env} -> {project.store.prefix(address)}")
-            case Remove(address=address, was=was):
-                print(f"remove  {project.store.prefix(address)}" + (f" (was {was})" if was else ""))
+def _mode(args: argparse.Namespace) -> SyncMode:
+    mode: SyncMode | None = args.mode
+    return mode or "auto"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Show what ``cema sync`` would do."""
+    """Show what ``cema sync`` would do (re-locking stale envs in memory, never written)."""
+    from cema.cli import output
+
     project = _project(args)
     if args.script:
         sys.stdout.write(project.script(args.script, names=args.env or (), prune=args.prune).text)
         return 0
-    plan = project.plan(names=args.env or (), prune=args.prune, mode="locked")
+    plan = project.plan(names=args.env or (), prune=args.prune, mode=_mode(args))
     if args.json:
-        import json
-
-        print(json.dumps(plan.to_json(), indent=2))
+        output.print_json(
+            {
+                "version": output.JSON_VERSION,
+                "lock": output.lock_section(project, written=False),
+                "actions": output.plan_actions_json(plan, project.store),
+            }
+        )
     else:
-        _print_plan(plan, project)
+        if not args.quiet:
+            output.print_relock(project, written=False)
+        output.print_plan(plan, project.store)
     return 0
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """The progress bar on a TTY, unless ``-q``, ``--no-progress`` or ``CI`` say otherwise."""
+    import os
+
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    if args.quiet or args.no_progress or ci or not sys.stderr.isatty():
+        return None
+    from cema.engines.builder import BarReporter
+
+    return BarReporter(sys.stderr)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Make the store match the lock."""
-    project = _project(args)
-    mode: SyncMode = "frozen" if args.frozen else "locked" if args.locked else "auto"
-    from cema.engines.builder import BarReporter
+    from cema.cli import output
 
-    reporter = BarReporter(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    project = _project(args)
     result = project.sync(
-        names=args.env or (), mode=mode, prune=args.prune, reporter=reporter, verify=args.verify
+        names=args.env or (),
+        mode=_mode(args),
+        prune=args.prune,
+        reporter=_progress(args),
+        verify=args.verify,
     )
     if not args.quiet:
+        output.print_relock(project, written=True)
+    if args.json:
+        output.print_json(output.sync_json(project, result.plan, result.prefixes))
+    elif not args.quiet:
         if result.plan.is_noop:
             print(f"{len(result.prefixes)} environment(s) up to date.")
         else:
-            _print_plan(result.plan, project)
+            output.print_plan(result.plan, project.store)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List the project's envs and where they are built."""
+    from cema.cli import output
+
     project = _project(args)
-    registration = project.store.registration(project.lock_path)
-    for name, env in sorted(project.spec.environments.items()):
-        address = registration.envs.get(name) if registration else None
-        receipt = project.store.receipt(address) if address else None
-        where = str(project.store.prefix(address)) if receipt and address else "not synced"
-        count = f"{len(receipt.packages())} packages" if receipt else ""
-        print(f"{name:20} {env.resolved_kind:6} {count:14} {where}")
+    rows = output.list_rows(project)
+    if args.json:
+        output.print_json(output.list_json(project, rows))
+    else:
+        output.print_list(rows)
     return 0
 
 
@@ -260,20 +279,28 @@ def cmd_gc(args: argparse.Namespace) -> int:
     ready = store.inventory()
     referenced = store.referenced() | store.pinned()  # running workers keep their prefixes
     unused = sorted(a for a in ready if a not in referenced)
-    removed = 0
+    removed: list[str] = []
+    talk = not (args.json or args.quiet)
     for address in unused:
         if args.dry_run:
-            print(f"would remove {store.prefix(address)}")
+            if talk:
+                print(f"would remove {store.prefix(address)}")
         elif store.remove_unreferenced(address):  # checked again under the prefix's lock
-            print(f"removing {store.prefix(address)}")
-            removed += 1
+            if talk:
+                print(f"removing {store.prefix(address)}")
+            removed.append(address)
     if not args.dry_run:
         store.sweep_staging(older_than_s=0 if args.all_staging else 24 * 3600.0)
-    print(
-        f"{len(unused)} unused prefix(es) found."
-        if args.dry_run
-        else f"{removed} unused prefix(es) removed."
-    )
+    if args.json:
+        from cema.cli import output
+
+        output.print_json(output.gc_json(store, unused, removed, dry_run=args.dry_run))
+    elif not args.quiet:
+        print(
+            f"{len(unused)} unused prefix(es) found."
+            if args.dry_run
+            else f"{len(removed)} unused prefix(es) removed."
+        )
     return 0
 
 

@@ -85,7 +85,7 @@ def test_openssl_and_ca_certificates_move_through_a_relock(
     make_project(ssl_yaml(conda_forge_channel, "3.3.1", "2024.6.2"))
     run_cema("lock", cwd=folder)
     after = locked_versions(folder, "ssl")
-    (update,) = json.loads(run_cema("plan", "--json", cwd=folder).stdout)
+    (update,) = json.loads(run_cema("plan", "--json", cwd=folder).stdout)["actions"]
     assert update["action"] == "update"
     assert update["from"] == old.name
     expected_changed = sorted(
@@ -138,7 +138,7 @@ def test_certifi_update_with_the_local_python(
 
     make_project(spec("2024.6.2"))
     run_cema("lock", cwd=folder)
-    (update,) = json.loads(run_cema("plan", "--json", cwd=folder).stdout)
+    (update,) = json.loads(run_cema("plan", "--json", cwd=folder).stdout)["actions"]
     assert update["changed"] == [["certifi", "2024.2.2", "2024.6.2"]]
     assert update["added"] == [] and update["removed"] == []
     run_cema("sync", cwd=folder)

@@ -219,7 +219,7 @@ def test_lock_sync_run_then_update_publishes_a_new_prefix(
     assert stale.returncode == 1
     assert "error:" in stale.stderr and "out of date" in stale.stderr
     run_cema("lock", cwd=folder)
-    plan = json.loads(run_cema("plan", "--json", cwd=folder).stdout)
+    plan = json.loads(run_cema("plan", "--json", cwd=folder).stdout)["actions"]
     assert len(plan) == 1
     (update,) = plan
     assert update["action"] == "update"
@@ -250,8 +250,16 @@ def test_identical_content_in_another_project_reuses_the_prefix(
     run_cema("sync", cwd=first)
     prefix = synced_prefix(first, store)
     run_cema("lock", cwd=second)
-    plan = json.loads(run_cema("plan", "--json", cwd=second).stdout)
-    assert plan == [{"action": "reuse", "env": "demo", "address": prefix.name, "kind": "conda"}]
+    plan = json.loads(run_cema("plan", "--json", cwd=second).stdout)["actions"]
+    assert plan == [
+        {
+            "action": "reuse",
+            "env": "demo",
+            "address": prefix.name,
+            "kind": "conda",
+            "prefix": str(prefix),
+        }
+    ]
     created = (prefix / RECEIPT_NAME).stat().st_mtime_ns
     out = run_cema("-v", "sync", cwd=second)
     assert "building" not in out.stderr
@@ -291,9 +299,11 @@ def test_prune_and_gc_remove_only_what_nothing_references(
     # drop `other` and move demo to 2.0: with --prune, `other` goes, demo 1.0 stays (keeper)
     make_project(demo_yaml(local_channel, demo="2.0"))
     run_cema("lock", cwd=folder)
-    plan = json.loads(run_cema("plan", "--prune", "--json", cwd=folder).stdout)
+    plan = json.loads(run_cema("plan", "--prune", "--json", cwd=folder).stdout)["actions"]
     removes = [a for a in plan if a["action"] == "remove"]
-    assert removes == [{"action": "remove", "address": other.name, "env": "other"}]
+    assert removes == [
+        {"action": "remove", "address": other.name, "env": "other", "prefix": str(other)}
+    ]
     run_cema("sync", "--prune", cwd=folder)
     assert not other.exists()
     assert (demo1 / RECEIPT_NAME).is_file()

@@ -80,7 +80,7 @@ def conda_meta(prefix: Path) -> list[str]:
 
 
 def plan_json(run_cema, folder: Path, *store_args: str) -> list[dict[str, object]]:
-    return json.loads(run_cema(*store_args, "plan", "--json", cwd=folder).stdout)
+    return json.loads(run_cema(*store_args, "plan", "--json", cwd=folder).stdout)["actions"]
 
 
 def assert_published_for_final(store: cema.Store, prefix: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cema.cli import main
+from cema.errors import LockError
 from cema.model.lock import CondaRecord
 from cema.model.lockio import read_lock
 from cema.model.spec import load_project
@@ -84,6 +85,24 @@ def test_relock_keeps_unchanged_envs_and_upgrade_refreshes(tmp_path: Path) -> No
 
     lock = Project(load_project(folder), solver=engine, store=tmp_path / "s").lock(upgrade=["a"])
     assert lock.envs["a"].platforms["linux-64"].conda[0].version == "2"
+
+
+def test_a_lock_from_an_older_cema_keeps_its_pins_through_cema_lock(tmp_path: Path) -> None:
+    folder = project_dir(tmp_path, SPEC)
+    engine = FakeSolver({"xz": "1", "zlib": "1"})
+    Project(load_project(folder), solver=engine, store=tmp_path / "s").lock()
+    path = folder / "cema.lock"
+    older = "".join(
+        line for line in path.read_text().splitlines(True) if "records-hash" not in line
+    )
+    path.write_text(older)  # as a Cema before records-hashes wrote it
+    with pytest.raises(LockError, match="no records-hash"):
+        read_lock(path)  # what sync reads: refused, with the reason
+    engine.versions = {"xz": "2", "zlib": "2"}
+    lock = Project(load_project(folder), solver=engine, store=tmp_path / "s").lock()
+    assert {r.version for e in lock.envs.values() for r in e.platforms["linux-64"].conda} == {"1"}
+    assert "records-hash" in path.read_text()
+    read_lock(path)  # sound again
 
 
 def test_removed_env_leaves_the_lock(tmp_path: Path) -> None:
@@ -193,6 +212,11 @@ def test_every_error_survives_pickling() -> None:
         ["lock", "--upgrade"],
         ["verify", "--full", "-v"],
         ["gc", "--dry-run"],
+        ["--no-progress", "sync", "--json"],
+        ["plan", "--frozen", "--json"],
+        ["list", "--json"],
+        ["lock", "--locked"],
+        ["gc", "--dry-run", "--json"],
     ],
 )
 def test_the_one_command_parser_parses_as_the_whole_parser(argv: list[str]) -> None:
@@ -207,3 +231,61 @@ def test_an_unusual_command_line_gets_the_whole_parser(argv: list[str]) -> None:
     from cema.cli import _command_of
 
     assert _command_of(argv) is None
+
+
+@pytest.mark.parametrize(
+    "argv", [["sync"], ["plan", "--json"], ["lock"], ["--store", "S", "list"], ["sync", "--locked"]]
+)
+def test_the_one_command_parser_reads_the_environment_as_the_whole_parser(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cema.cli import _command_of, build_parser
+
+    monkeypatch.setenv("CEMA_PROJECT", "P")
+    monkeypatch.setenv("CEMA_STORE", "T")
+    monkeypatch.setenv("CEMA_FROZEN", "1")
+    monkeypatch.setenv("CEMA_NO_PROGRESS", "on")
+    assert build_parser(_command_of(argv)).parse_args(argv) == build_parser().parse_args(argv)
+
+
+def test_environment_variables_are_the_defaults_and_flags_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cema.cli import build_parser
+
+    monkeypatch.setenv("CEMA_PROJECT", "from-env")
+    monkeypatch.setenv("CEMA_STORE", "store-env")
+    monkeypatch.setenv("CEMA_LOCKED", "1")
+    monkeypatch.setenv("CEMA_NO_PROGRESS", "true")
+    args = build_parser("sync").parse_args(["sync"])
+    assert (args.project, args.store, args.mode, args.no_progress) == (
+        "from-env",
+        "store-env",
+        "locked",
+        True,
+    )
+    args = build_parser("sync").parse_args(["-p", "cli", "sync", "--store", "s", "--frozen"])
+    assert (args.project, args.store, args.mode) == ("cli", "s", "frozen")
+    assert build_parser("lock").parse_args(["lock"]).check is True  # CEMA_LOCKED: lock --check
+    monkeypatch.setenv("CEMA_LOCKED", "0")
+    monkeypatch.setenv("CEMA_FROZEN", "yes")
+    assert build_parser("plan").parse_args(["plan"]).mode == "frozen"
+    assert build_parser("plan").parse_args(["plan", "--locked"]).mode == "locked"
+    for name in ("CEMA_LOCKED", "CEMA_FROZEN", "CEMA_PROJECT", "CEMA_STORE", "CEMA_NO_PROGRESS"):
+        monkeypatch.delenv(name)
+    args = build_parser("plan").parse_args(["plan"])
+    assert (args.project, args.store, args.mode, args.no_progress) == (None, None, None, False)
+
+
+def test_bad_or_conflicting_environment_values_are_user_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CEMA_LOCKED", "1")
+    monkeypatch.setenv("CEMA_FROZEN", "1")
+    assert main(["sync"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: CEMA_LOCKED and CEMA_FROZEN are both set.")
+    assert "hint: " in err
+    monkeypatch.setenv("CEMA_FROZEN", "sometimes")
+    assert main(["plan"]) == 1
+    assert "CEMA_FROZEN='sometimes' is not a yes or no" in capsys.readouterr().err
