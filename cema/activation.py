@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cema import _proc
 from cema._fs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def run_scripts(prefix: Path, env: Mapping[str, str]) -> dict[str, str] | None:
             text=True,
             timeout=SCRIPT_TIMEOUT_S,
             check=True,
+            # a killed `cema sync` takes its activation scripts with it (Linux parent-death)
+            preexec_fn=_proc.die_with_parent(),
         )
         before_blob, _, after_blob = out.stdout.partition(_MARK)
     except (subprocess.SubprocessError, OSError) as exc:
