@@ -18,7 +18,12 @@ import yaml
 
 from cema import logger as cema_logger
 from cema._fs import atomic_write
-from cema._internal.command_generator import Commands, commands_for_platform, normalized
+from cema._internal.command_generator import (
+    Commands,
+    commands_for_platform,
+    micromamba_install_commands,
+    normalized,
+)
 from cema._internal.command_generator import script_argv as _script_argv
 from cema._internal.dependency_manager import Dependencies, check_dependencies, selected
 from cema.environment import POPEN_DEFAULTS, Environment
@@ -255,6 +260,8 @@ class EnvironmentManager:
         env = self._named(environmentName)
         if not isinstance(env, ExternalEnvironment):
             return self._install_here(deps, install)
+        if env.prefix == env.envLink:  # made by micromamba itself: installed by it, as before
+            return self._install_with_micromamba(env, deps, install)
         with _output_lines() as lines:
             grown = self._core.install(environmentName, deps, _in_the_callers_cwd(install))
         assert grown.prefix is not None
@@ -271,6 +278,43 @@ class EnvironmentManager:
         env.execute("site", "addsitedir", [site])
         env.execute("importlib", "invalidate_caches")
 
+    def _install_with_micromamba(
+        self, env: ExternalEnvironment, deps: Mapping[str, Any], install: Mapping[str, list[str]]
+    ) -> list[str]:
+        """The original's install into an env micromamba made (``envs/<name>`` a folder of its
+        own, not Cema's link): its script through ``<condaPath>/bin/micromamba``."""
+        root = self.settingsManager.condaPath
+        binary = root / ("micromamba.exe" if sys.platform == "win32" else "bin/micromamba")
+        if not binary.is_file():
+            raise EngineUnavailableError(
+                f"environment {env.name!r} was made by micromamba, and {binary} is absent.",
+                hint="put that micromamba back, or create the env again with this manager.",
+            )
+        conda, pip = selected(deps, "conda"), selected(deps, "pip")
+        commands = micromamba_install_commands(root, env.name, conda, pip)
+        what = [*conda[0], *conda[1], *pip[0], *pip[1]]
+        lines = self._run_streamed(commands + commands_for_platform(install), what, env.name)
+        if env.launched():  # same prefix: the worker sees the new files once its caches go
+            env.execute("importlib", "invalidate_caches")
+        return lines
+
+    def _run_streamed(self, commands: list[str], what: list[str], where: str) -> list[str]:
+        """Run ``commands`` (one stopping script), log and return their lines."""
+        lines: list[str] = []
+        environ = {**os.environ, **self._core._proxies}
+        with self.executeCommands(None, commands, popenKwargs={"env": environ}) as process:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                lines.append(raw.strip())
+                cema_logger.logger.info("%s", lines[-1])
+        if process.returncode:
+            raise CommandFailedError(
+                f"installing {what} into {where} failed.",
+                returncode=process.returncode,
+                output_tail="\n".join(lines[-20:]),
+            )
+        return lines
+
     def _install_here(self, deps: Mapping[str, Any], install: Mapping[str, list[str]]) -> list[str]:
         """The original's ``install(None, ...)``: pip entries into the running Python (``pip
         install``, ``--no-deps`` for ``dependencies: False``), then the install commands."""
@@ -284,19 +328,7 @@ class EnvironmentManager:
         commands = [_pip_install(with_deps)] if with_deps else []
         commands += [_pip_install(no_deps, "--no-deps")] if no_deps else []
         commands += commands_for_platform(install)
-        lines: list[str] = []
-        environ = {**os.environ, **self._core._proxies}
-        with self.executeCommands(None, commands, popenKwargs={"env": environ}) as process:
-            assert process.stdout is not None
-            for raw in process.stdout:
-                lines.append(raw.strip())
-                cema_logger.logger.info("%s", lines[-1])
-        if process.returncode:
-            raise CommandFailedError(
-                f"installing {[*with_deps, *no_deps]} into this Python environment failed.",
-                returncode=process.returncode,
-                output_tail="\n".join(lines[-20:]),
-            )
+        lines = self._run_streamed(commands, [*with_deps, *no_deps], "this Python environment")
         self.installedPackages.pop("pip", None)
         return lines
 

@@ -94,6 +94,19 @@ class ExternalEnvironment(Environment):
             additional_activate_commands=extra if extra["all"] else None,
             log_output_in_thread=logOutputInThread,
         )
+        if self.prefix == self.envLink:
+            self._drop_pin()
+
+    def _drop_pin(self) -> None:
+        """An env micromamba made (``envs/<name>`` a folder, not Cema's link) is in no Cema
+        store: no ``cema gc`` can remove it, so its root gets no ``pins/`` of Cema's."""
+        with self._lock:
+            pin, self._pin = self._pin, None
+        if pin is not None:
+            pin.unlink(missing_ok=True)
+            for folder in (pin.parent, pin.parent.parent):  # pins/<name>, pins: only if empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def _worker_or_raise(self) -> None:
         if not self.launched():

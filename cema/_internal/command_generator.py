@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TypedDict
 
 from cema.errors import SpecError
 
-__all__ = ["ERROR_MESSAGE", "Commands", "CommandsDict", "commands_for_platform", "script_argv"]
+__all__ = [
+    "ERROR_MESSAGE",
+    "Commands",
+    "CommandsDict",
+    "commands_for_platform",
+    "micromamba_install_commands",
+    "script_argv",
+]
 
 #: what a failing command prints before the script exits 1 (the original's words)
 ERROR_MESSAGE = "Errors encountered during execution. Exited with status:"
@@ -72,3 +80,34 @@ def script_argv(commands: Sequence[str]) -> list[str]:
         return ["powershell", "-NoProfile", "-ExecutionPolicy", "ByPass", "-Command", body]
     check = f'status=$?; if [ $status -ne 0 ]; then echo "{ERROR_MESSAGE} $status"; exit 1; fi'
     return ["/bin/bash", "-c", "\n".join(f"{command}\n{check}" for command in commands)]
+
+
+def micromamba_install_commands(
+    root: Path, name: str, conda: Sequence[Sequence[str]], pip: Sequence[Sequence[str]]
+) -> list[str]:
+    """The original's install script for env ``name`` of the micromamba at ``root/bin``: its
+    shell hook, ``micromamba activate``, ``micromamba --rc-file ROOT/.mambarc install ... -y``
+    (``conda``: with dependencies, then ``--no-deps``), ``pip install`` likewise (``pip``)."""
+    rc = f'micromamba --rc-file "{root / ".mambarc"}"'
+    if sys.platform == "win32":  # pragma: no cover - the original's PowerShell hook
+        hook = [
+            f'Set-Location -Path "{root}"',
+            f'$Env:MAMBA_ROOT_PREFIX="{root}"',
+            ".\\micromamba.exe shell hook -s powershell | Out-String | Invoke-Expression",
+            f'Set-Location -Path "{Path.cwd()}"',
+        ]
+    else:
+        hook = [
+            f'cd "{root}"',
+            f'export MAMBA_ROOT_PREFIX="{root}"',
+            'eval "$(bin/micromamba shell hook -s posix)"',
+            f'cd "{Path.cwd()}"',
+        ]
+    commands = [*hook, f"micromamba activate {name}"]
+    for option, names in zip(("", " --no-deps"), conda, strict=True):
+        if names:
+            commands.append(f"{rc} install{option} {' '.join(names)} -y")
+    for option, names in zip(("", " --no-deps"), pip, strict=True):
+        if names:
+            commands.append(f"pip install{option} {' '.join(names)}")
+    return commands
