@@ -72,7 +72,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # other tools' files, from and to the model (no store, no engine)
     ("cema.interop",),
     ("cema.store", "cema.verify"),
-    ("cema.activation",),
+    ("cema.activation", "cema.shellhook"),
     ("cema.engines", "cema.runtime"),
     ("cema.resolve", "cema.sync"),
     ("cema.project",),

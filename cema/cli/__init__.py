@@ -20,7 +20,20 @@ if TYPE_CHECKING:
 
 # -- parser --------------------------------------------------------------------------------------
 
-COMMANDS = ("init", "import", "export", "lock", "plan", "sync", "list", "verify", "run", "gc")
+COMMANDS = (
+    "init",
+    "import",
+    "export",
+    "lock",
+    "plan",
+    "sync",
+    "list",
+    "verify",
+    "run",
+    "shell",
+    "shell-hook",
+    "gc",
+)
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -281,17 +294,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--full", action="store_true", help="also hash every file (slower)")
         p.set_defaults(func=commands.cmd_verify)
 
-    if only in (None, "run"):
-        p = sub.add_parser(
-            "run",
-            parents=[common],
-            help="run a command in an activated env",
-            description="Run COMMAND in env NAME, activated (PATH, CONDA_PREFIX, activate.d,"
-            " the spec's variables). The env must be synced.",
-        )
-        p.add_argument("name", metavar="NAME")
-        p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-        p.set_defaults(func=commands.cmd_run)
+    if only in (None, "run", "shell", "shell-hook"):
+        from cema.cli.running import add_parsers
+
+        add_parsers(sub, common, only, mode_options=_mode_options)
 
     if only in (None, "gc"):
         p = sub.add_parser(

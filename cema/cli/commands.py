@@ -242,34 +242,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run a command inside an activated env."""
-    from cema.activation import activated_environ
-
-    project = _project(args)
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        raise CemaError("no command given.", hint="cema run NAME -- COMMAND [ARGS...]")
-    env_spec = project.spec.env(args.name)
-    prefix = project.prefix(args.name)
-    receipt = project.store.receipt(prefix.name)
-    kind = receipt.kind if receipt else env_spec.resolved_kind
-    env = activated_environ(prefix, kind=kind, name=args.name, variables=env_spec.variables)
-    import shutil
-    import subprocess
-
-    exe = shutil.which(command[0], path=env["PATH"]) or command[0]
-    try:
-        return subprocess.call([exe, *command[1:]], env=env)
-    except FileNotFoundError:
-        raise CemaError(
-            f"{command[0]!r} was not found in environment {args.name!r}.",
-            hint="check the spelling, or add the package that provides it.",
-        ) from None
-
-
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove prefixes that no registered project references."""
     from cema.store import Store

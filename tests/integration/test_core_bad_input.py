@@ -315,10 +315,37 @@ def test_locked_and_check_refuse_a_stale_lock(
     assert_nothing_built(store)
 
 
-def test_run_before_sync_says_to_sync(local_channel: Path, make_project, run_cema) -> None:
+def test_run_before_sync_syncs_first(
+    local_channel: Path, make_project, run_cema, store: cema.Store
+) -> None:
     folder = make_project(good_yaml(local_channel))
-    proc = run_cema("run", "demo", "--", "true", cwd=folder, check=False)
-    assert_user_error(proc, "has not been synced", "cema sync -e demo")
+    proc = run_cema("run", "demo", "--", "cemahello", cwd=folder)
+    prefix = cema.Project.load(folder, store=store).prefix("demo")
+    assert proc.stdout == f"cemahello 1.0 installed in {prefix}\n"  # the sync spoke on stderr
+    assert "lock: cema.lock updated" in proc.stderr
+
+
+def test_run_frozen_without_a_lock_refuses(
+    local_channel: Path, make_project, run_cema, store: cema.Store
+) -> None:
+    folder = make_project(good_yaml(local_channel))
+    proc = run_cema("run", "--frozen", "demo", "--", "true", cwd=folder, check=False)
+    assert_user_error(proc, "cema.lock")
+    assert not (folder / "cema.lock").exists()
+    assert_nothing_built(store)
+
+
+def test_run_locked_on_a_stale_lock_refuses(
+    local_channel: Path, make_project, run_cema, store: cema.Store
+) -> None:
+    folder = make_project(good_yaml(local_channel))
+    run_cema("lock", cwd=folder)
+    lock_text = (folder / "cema.lock").read_text()
+    make_project(good_yaml(local_channel, demo="2.0"))
+    proc = run_cema("run", "--locked", "demo", "--", "true", cwd=folder, check=False)
+    assert_user_error(proc, "out of date")
+    assert (folder / "cema.lock").read_text() == lock_text
+    assert_nothing_built(store)
 
 
 # --- usage errors ---------------------------------------------------------------------------------
