@@ -134,7 +134,7 @@ def main() -> int:
         # 2. create from a warm package cache vs raw rattler.install of the same records
         project = Project(load_project(project_dir), store=store)
         lock = project.read_lock()
-        (item,) = resolve_targets(lock, ["env00"], platform="linux-64")
+        (item,) = resolve_targets(lock, ["env000"], platform="linux-64")
         engine = RattlerEngine()
         from cema.engines.rattler import _from_record
 

@@ -12,7 +12,6 @@ import xxhash
 from cema.engines import Builder, Reporter, Solver, default_solver, get_builder
 from cema.errors import LockError, SpecError
 from cema.model.lock import LOCK_FILENAME, Lockfile, check_fresh, stale_envs
-from cema.model.lockdiff import LockDiff, diff_locks
 from cema.model.lockio import read_lock, write_lock
 from cema.model.plan import Plan
 from cema.model.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
@@ -21,6 +20,7 @@ from cema.sync import Resolved, SyncResult, plan_sync, resolve_targets, sync_loc
 
 if TYPE_CHECKING:
     from cema.engines.micromamba.script import Script, Shell
+    from cema.model.lockdiff import LockDiff
 
 log = logging.getLogger(__name__)
 SyncMode = Literal["auto", "locked", "frozen"]
@@ -139,6 +139,7 @@ class Project:
         self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False
     ) -> Lockfile:
         """The lock ``lock`` would write, in memory only (``last_lock_diff`` says what moved)."""
+        from cema.model.lockdiff import diff_locks
         from cema.resolve import lock_project
 
         previous = self._previous_lock(strict=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Container, Iterator, Mapping, Sequence
@@ -214,6 +213,8 @@ class Store:
             os.replace(path, trash)
         except OSError:
             trash = path
+        import shutil  # not on a no-op's import path
+
         shutil.rmtree(trash, ignore_errors=True)
 
     def remove_unreferenced(self, address: str, *, excluding: Path | None = None) -> bool:
@@ -371,6 +372,8 @@ class Store:
         scripts alike): one whose lock is free has no live builder, and only those go, however
         recent (``older_than_s`` spares younger ones anyway).
         """
+        import shutil
+
         from cema.errors import EnvBusyError
 
         now = time.time()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -200,6 +199,8 @@ def _clear_leftovers(store: Store, address: str) -> None:
     staging_dir = store.root / "staging"
     if staging_dir.is_dir():
         for leftover in staging_dir.glob(f"{address}.*"):
+            import shutil  # not on a no-op's import path
+
             shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -255,6 +256,8 @@ def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Re
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, final)
         except BaseException:
+            import shutil  # not on a no-op's import path
+
             shutil.rmtree(staging, ignore_errors=True)
             raise
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 from cema.cli.commands import _mode, _progress, _project
@@ -89,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         raise CemaError("no command given.", hint="cema run NAME -- COMMAND [ARGS...]")
     name, _, env = _activated(args)
+    import shutil  # not on a no-op's import path
+
     exe = shutil.which(command[0], path=env["PATH"])
     if exe is None:
         if os.sep not in command[0] and "/" not in command[0]:
@@ -112,6 +113,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     name, prefix, env = _activated(args)
     env["CEMA_SHELL"] = name
     shell = _user_shell()
+    import shutil  # not on a no-op's import path
+
     exe = shutil.which(shell) or shell
     if not args.quiet and sys.stdin.isatty():
         print(
