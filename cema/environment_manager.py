@@ -22,7 +22,11 @@ from cema._internal.command_generator import (
     Commands,
     commands_for_platform,
     micromamba_install_commands,
+    micromamba_of,
+    need_micromamba,
     normalized,
+    pip_commands,
+    prefix_python,
 )
 from cema._internal.command_generator import script_argv as _script_argv
 from cema._internal.dependency_manager import Dependencies, check_dependencies, selected
@@ -250,13 +254,18 @@ class EnvironmentManager:
         dependencies: Dependencies | Mapping[str, Any],
         additionalInstallCommands: Commands | None = None,
     ) -> list[str]:
-        """Add ``dependencies`` to env ``environmentName`` (``None``: pip ones into this Python
-        environment); returns the output lines. A running worker imports them at once."""
+        """Add ``dependencies`` to env ``environmentName`` (``mainEnvironment.name`` or the
+        ``mainCondaEnvironmentPath``: that conda env, through ``<condaPath>/bin/micromamba``;
+        ``None``: pip ones into this Python environment); returns the output lines. A running
+        worker imports them at once."""
         deps: dict[str, Any] = dict(dependencies)
         install = normalized(additionalInstallCommands, "additionalInstallCommands")
         check_dependencies(deps)
         if environmentName is None:
             return self._install_here(deps, install)
+        main = self._main_prefix(environmentName)
+        if main is not None:
+            return self._install_into_main(main, deps, install)
         env = self._named(environmentName)
         if not isinstance(env, ExternalEnvironment):
             return self._install_here(deps, install)
@@ -278,18 +287,44 @@ class EnvironmentManager:
         env.execute("site", "addsitedir", [site])
         env.execute("importlib", "invalidate_caches")
 
+    def _main_prefix(self, name: str) -> Path | None:
+        """The main conda env's prefix when ``name`` names it (``mainEnvironment.name``, or its
+        path, with or without the original's trailing slash), else None."""
+        main = self.mainEnvironment.path
+        if main is None:
+            return None
+        if name in (self.mainEnvironment.name, str(main), str(main / "_")[:-1]):
+            return main
+        if any(sep in name for sep in ("/", os.sep)) and Path(name).resolve() == main.resolve():
+            return main
+        return None
+
+    def _install_into_main(
+        self, prefix: Path, deps: Mapping[str, Any], install: Mapping[str, list[str]]
+    ) -> list[str]:
+        """The original's install into ``mainCondaEnvironmentPath``: its script (hook,
+        ``micromamba activate PREFIX``, ``micromamba install``, ``pip install``) through
+        ``<condaPath>/bin/micromamba``; pip entries alone need no micromamba (that prefix's pip)."""
+        root = self.settingsManager.condaPath
+        conda, pip = selected(deps, "conda"), selected(deps, "pip")
+        what = [*conda[0], *conda[1], *pip[0], *pip[1]]
+        if not any(conda) and not micromamba_of(root).is_file():
+            commands = pip_commands(prefix_python(prefix), pip)
+        else:
+            need_micromamba(root, f"the main environment {prefix}", "as the original laid it out")
+            commands = micromamba_install_commands(root, str(prefix), conda, pip)
+        lines = self._run_streamed(commands + commands_for_platform(install), what, str(prefix))
+        self.installedPackages.clear()
+        importlib.invalidate_caches()  # the main env may be this process: new modules at once
+        return lines
+
     def _install_with_micromamba(
         self, env: ExternalEnvironment, deps: Mapping[str, Any], install: Mapping[str, list[str]]
     ) -> list[str]:
         """The original's install into an env micromamba made (``envs/<name>`` a folder of its
         own, not Cema's link): its script through ``<condaPath>/bin/micromamba``."""
         root = self.settingsManager.condaPath
-        binary = root / ("micromamba.exe" if sys.platform == "win32" else "bin/micromamba")
-        if not binary.is_file():
-            raise EngineUnavailableError(
-                f"environment {env.name!r} was made by micromamba, and {binary} is absent.",
-                hint="put that micromamba back, or create the env again with this manager.",
-            )
+        need_micromamba(root, f"environment {env.name!r}, made by micromamba,", "put it back")
         conda, pip = selected(deps, "conda"), selected(deps, "pip")
         commands = micromamba_install_commands(root, env.name, conda, pip)
         what = [*conda[0], *conda[1], *pip[0], *pip[1]]
@@ -324,11 +359,14 @@ class EnvironmentManager:
                 "an existing conda environment to install dependencies.",
                 hint="give the name of an environment made by this manager.",
             )
-        with_deps, no_deps = selected(deps, "pip")
-        commands = [_pip_install(with_deps)] if with_deps else []
-        commands += [_pip_install(no_deps, "--no-deps")] if no_deps else []
-        commands += commands_for_platform(install)
-        lines = self._run_streamed(commands, [*with_deps, *no_deps], "this Python environment")
+        pip = selected(deps, "pip")
+        if any(pip) and importlib.util.find_spec("pip") is None:
+            raise EngineUnavailableError(
+                f"pip is not installed in this Python ({sys.executable}).",
+                hint=f"install it ({sys.executable} -m ensurepip), or make an env for {pip}.",
+            )
+        commands = pip_commands(Path(sys.executable), pip) + commands_for_platform(install)
+        lines = self._run_streamed(commands, [*pip[0], *pip[1]], "this Python environment")
         self.installedPackages.pop("pip", None)
         return lines
 
@@ -395,20 +433,6 @@ def _in_the_callers_cwd(install: Mapping[str, list[str]]) -> dict[str, list[str]
     if sys.platform == "win32":  # pragma: no cover - cmd.exe runs the core's install commands
         return {"all": [f'cd /d "{Path.cwd()}" && {subprocess.list2cmdline(argv)}']}
     return {"all": [f"cd {shlex.quote(str(Path.cwd()))} && {shlex.join(argv)}"]}
-
-
-def _pip_install(names: list[str], *options: str) -> str:
-    """The command line of ``pip install`` into the running Python."""
-    if importlib.util.find_spec("pip") is None:
-        raise EngineUnavailableError(
-            f"pip is not installed in this Python ({sys.executable}).",
-            hint=f"install it ({sys.executable} -m ensurepip), or make an env for {names}.",
-        )
-    words = [*options, *names]
-    if sys.platform == "win32":  # pragma: no cover - PowerShell calls a quoted program with &
-        quoted = " ".join("'" + word.replace("'", "''") + "'" for word in words)
-        return f"& '{sys.executable}' -m pip install {quoted}"
-    return f"{shlex.quote(sys.executable)} -m pip install {shlex.join(words)}"
 
 
 def _bases(prefix: Path) -> dict[str, str]:

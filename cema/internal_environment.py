@@ -65,10 +65,13 @@ class InternalEnvironment(Environment):
     def install(  # type: ignore[override]
         self, dependencies: Mapping[str, Any], additionalInstallCommands: Commands | None = None
     ) -> list[str]:
-        """Install pip ``dependencies`` into this Python environment."""
+        """Install ``dependencies`` into the main conda env (``mainCondaEnvironmentPath``, conda
+        and pip ones, through the manager's micromamba), or, with no such env, the pip ones into
+        this Python environment."""
         if self.environmentManager is None:
             raise RuntimeError("this main environment belongs to no EnvironmentManager.")
-        return self.environmentManager.install(None, dependencies, additionalInstallCommands)
+        name = None if self.path is None else self.name
+        return self.environmentManager.install(name, dependencies, additionalInstallCommands)
 
     def exit(self) -> None:
         """Nothing runs apart; forgotten by the manager."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
-from cema.errors import SpecError
+from cema.errors import EngineUnavailableError, SpecError
 
 __all__ = [
     "ERROR_MESSAGE",
@@ -15,6 +16,10 @@ __all__ = [
     "CommandsDict",
     "commands_for_platform",
     "micromamba_install_commands",
+    "micromamba_of",
+    "need_micromamba",
+    "pip_commands",
+    "prefix_python",
     "script_argv",
 ]
 
@@ -85,9 +90,10 @@ def script_argv(commands: Sequence[str]) -> list[str]:
 def micromamba_install_commands(
     root: Path, name: str, conda: Sequence[Sequence[str]], pip: Sequence[Sequence[str]]
 ) -> list[str]:
-    """The original's install script for env ``name`` of the micromamba at ``root/bin``: its
-    shell hook, ``micromamba activate``, ``micromamba --rc-file ROOT/.mambarc install ... -y``
-    (``conda``: with dependencies, then ``--no-deps``), ``pip install`` likewise (``pip``)."""
+    """The original's install script for env ``name`` (or a prefix path) of the micromamba of
+    ``root`` (:func:`micromamba_of`): its shell hook, ``micromamba activate``, ``micromamba
+    --rc-file ROOT/.mambarc install ... -y`` (``conda``: with dependencies, then ``--no-deps``),
+    ``pip install`` likewise (``pip``)."""
     rc = f'micromamba --rc-file "{root / ".mambarc"}"'
     if sys.platform == "win32":  # pragma: no cover - the original's PowerShell hook
         hook = [
@@ -103,11 +109,48 @@ def micromamba_install_commands(
             'eval "$(bin/micromamba shell hook -s posix)"',
             f'cd "{Path.cwd()}"',
         ]
-    commands = [*hook, f"micromamba activate {name}"]
+    commands = [*hook, f'micromamba activate "{name}"']
     for option, names in zip(("", " --no-deps"), conda, strict=True):
         if names:
             commands.append(f"{rc} install{option} {' '.join(names)} -y")
     for option, names in zip(("", " --no-deps"), pip, strict=True):
         if names:
             commands.append(f"pip install{option} {' '.join(names)}")
+    return commands
+
+
+def micromamba_of(root: Path) -> Path:
+    """The micromamba of the original's layout: ``root/bin/micromamba`` (``root/micromamba.exe``
+    on Windows)."""
+    return root / ("micromamba.exe" if sys.platform == "win32" else "bin/micromamba")
+
+
+def prefix_python(prefix: Path) -> Path:
+    """The python of the conda prefix ``prefix``."""
+    return prefix / ("python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def need_micromamba(root: Path, what: str, how: str) -> None:
+    """Raise unless the original's micromamba of ``root`` (:func:`micromamba_of`) is there."""
+    binary = micromamba_of(root)
+    if not binary.is_file():
+        raise EngineUnavailableError(
+            f"installing into {what} needs micromamba, and {binary} is absent.",
+            hint=f"a micromamba at {binary} ({how}) runs the original's install script.",
+        )
+
+
+def pip_commands(python: Path, pip: tuple[Sequence[str], Sequence[str]]) -> list[str]:
+    """``python -m pip install`` of ``pip`` (names with their dependencies, then ``--no-deps``
+    ones), one command line per non-empty set."""
+    commands = []
+    for options, names in zip(((), ("--no-deps",)), pip, strict=True):
+        if not names:
+            continue
+        words = [*options, *names]
+        if sys.platform == "win32":  # pragma: no cover - PowerShell calls a quoted program with &
+            quoted = " ".join("'" + word.replace("'", "''") + "'" for word in words)
+            commands.append(f"& '{python}' -m pip install {quoted}")
+        else:
+            commands.append(f"{shlex.quote(str(python))} -m pip install {shlex.join(words)}")
     return commands
