@@ -23,6 +23,7 @@ from cema.errors import CemaError, EngineError, EnvNotFoundError
 from cema.model.lock import LOCK_FILENAME, Lockfile
 from cema.model.lockio import read_lock, to_yaml
 from cema.model.spec import SPEC_FILENAME, current_platform, load_project
+from cema.model.urls import file_url_path, to_portable
 from cema.store import Store
 from cema.sync import sync_lock
 
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 
 #: where on each Dask worker the source of ``.py`` modules shipped with tasks is cached
 MODULE_CACHE_DIR = "cema-modules"
+
+
+_STATE = frozenset(
+    {"lock_text", "lock_digest", "envs", "store", "engine", "variables", "name"}
+    | {"lock_origin", "local_channels"}
+)
 
 
 class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any without distributed
@@ -73,6 +80,9 @@ class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any with
         self.store = _store_path(store)
         self.engine = engine or spec_engine or "rattler"
         self.variables = variables
+        #: where the lock was read, and its local channels written relative to that folder
+        self.lock_origin = str(locked.path.parent) if locked.path is not None else None
+        self.local_channels = _relative_channels(locked, names)
         key = f"{self.lock_digest}|{','.join(names)}|{self.store}"
         self.name = f"cema-{xxhash.xxh3_64_hexdigest(key.encode('utf-8'))[:12]}"
         self._reset()
@@ -86,11 +96,7 @@ class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any with
         self._module_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k in ("lock_text", "lock_digest", "envs", "store", "engine", "variables", "name")
-        }
+        return {k: v for k, v in self.__dict__.items() if k in _STATE}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self.__dict__.update(state)
@@ -127,9 +133,14 @@ class CemaPlugin(WorkerPlugin):  # type: ignore[misc, unused-ignore]  # Any with
         lock_path = self._materialise_lock(store)
         lock = read_lock(lock_path, cache_dir=store.root / "cache" / "locks")
         platform = current_platform()
-        result = sync_lock(
-            store, lock, self.envs, platform=platform, builder=lambda: get_builder(self.engine)
-        )
+        builder = lambda: get_builder(self.engine)  # noqa: E731  # loaded only to build
+        try:
+            result = sync_lock(store, lock, self.envs, platform=platform, builder=builder)
+        except CemaError as exc:
+            missing = [(w, f) for w, f in self.local_channels if not Path(f).is_dir()]
+            if not missing:
+                raise
+            raise _unseen_channels(missing, self.lock_origin, exc) from exc
         for name in self.envs:
             self._synced[name] = Environment(
                 name,
@@ -189,6 +200,35 @@ def _store_path(store: str | os.PathLike[str] | None) -> str | None:
     if text.startswith("~") or Path(text).is_absolute():
         return text
     return str(Path(text).absolute())
+
+
+def _relative_channels(lock: Lockfile, envs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The local channels of ``envs`` the lock names relative to its folder: (as written, the
+    folder they resolve to against the lock's origin on the client)."""
+    if lock.path is None:
+        return ()
+    base = lock.path.parent
+    found: dict[str, str] = {}
+    for env in envs:
+        for content in lock.env(env).platforms.values():
+            for channel in {r.channel for r in content.conda if r.channel.startswith("file://")}:
+                written = to_portable(channel, base)
+                if written.startswith(("./", "../")):
+                    found[written] = str(file_url_path(channel))
+    return tuple(sorted(found.items()))
+
+
+def _unseen_channels(
+    missing: Sequence[tuple[str, str]], origin: str | None, exc: CemaError
+) -> EngineError:
+    """The sync failed and a lock-relative local channel is not on this worker: say so."""
+    named = ", ".join(f"{written!r} ({folder})" for written, folder in missing)
+    return EngineError(
+        f"the lock names local channel {named} relative to its folder {origin} on the client, "
+        f"and this worker cannot see that folder ({exc.message}).",
+        hint="Dask workers get the lock's text, not its folder: put the channel on a shared "
+        "filesystem mounted at the same path on every node, or serve it over HTTP.",
+    )
 
 
 def _on_worker(exc: BaseException, worker: str) -> BaseException:
