@@ -269,16 +269,10 @@ def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Re
             run_install_commands(final, content.commands, env=env, name=item.env)
             store.write_receipt(
                 final,
-                Receipt(
+                Receipt.of(
+                    content,
                     address=item.address,
-                    kind=content.kind,
-                    platform=content.platform,
-                    conda=tuple((r.name, r.version) for r in content.conda),
-                    pip=tuple((r.name, r.version) for r in content.pip),
-                    builds=tuple((r.name, r.build) for r in content.conda),
-                    python=item.interpreter.version
-                    if item.interpreter
-                    else content.python_version(),
+                    interpreter=item.interpreter.version if item.interpreter else None,
                     engine=builder.name,
                     created=time.time(),
                 ),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cema.model.lock import LockedPlatform
 
 RECEIPT_VERSION = 1
 #: the receipt's own hash: sha256 of its canonical JSON without this field
@@ -34,6 +37,32 @@ class Receipt:
     python: str | None = None
     engine: str = "rattler"
     created: float = 0.0
+
+    @classmethod
+    def of(
+        cls,
+        content: LockedPlatform,
+        *,
+        address: str,
+        interpreter: str | None,
+        engine: str,
+        created: float,
+    ) -> Receipt:
+        """The receipt of a prefix built from ``content`` (every builder writes this one).
+
+        ``interpreter``: a venv's base interpreter version; conda envs name their ``python``.
+        """
+        return cls(
+            address=address,
+            kind=content.kind,
+            platform=content.platform,
+            conda=tuple((r.name, r.version) for r in content.conda),
+            pip=tuple((r.name, r.version) for r in content.pip),
+            builds=tuple((r.name, r.build) for r in content.conda),
+            python=interpreter or content.python_version(),
+            engine=engine,
+            created=created,
+        )
 
     def packages(self) -> dict[str, str]:
         """Package name → version (conda and pip layers together)."""

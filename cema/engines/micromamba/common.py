@@ -214,15 +214,10 @@ def pip_lines(records: Iterable[PipRecord]) -> list[str]:
 
 def receipt_for(item: ResolvedEnv, *, created: float) -> Receipt:
     """The receipt the script writes last (same JSON as the embedded engine's)."""
-    content = item.content
-    return Receipt(
+    return Receipt.of(
+        item.content,
         address=item.address,
-        kind=content.kind,
-        platform=content.platform,
-        conda=tuple((r.name, r.version) for r in content.conda),
-        pip=tuple((r.name, r.version) for r in content.pip),
-        builds=tuple((r.name, r.build) for r in content.conda),
-        python=item.interpreter.version if item.interpreter else content.python_version(),
+        interpreter=item.interpreter.version if item.interpreter else None,
         engine=ENGINE_NAME,
         created=created,
     )
