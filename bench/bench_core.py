@@ -8,6 +8,7 @@ min/median/max of each and the ratio of the medians. Targets:
   `cema --version`                      <= 1.5x `python -c pass`
   no-op `cema sync` of 20 locked envs   <= 2.5x `python -c pass`
   no-op `cema sync` of 500 locked envs  <= 1.5x the 20-env no-op
+  the same no-op without its stamp (the first after an edit of cema.yaml)  <= 3x `python -c pass`
   create from a warm package cache      <= 1.2x raw `rattler.install` of the same records
   lock of 20 envs                       <= 1.2x raw `rattler.solve` of the same specs
 """
@@ -193,11 +194,17 @@ def main() -> int:
                 capture_output=True,
             )
 
+        def noop_unstamped() -> None:
+            # the first no-op after an edit of cema.yaml: no stamp, so the long way decides
+            shutil.rmtree(store.root / "cache" / "noop", ignore_errors=True)
+            noop_sync()
+
         subprocess.run([*cema, "--project", str(big_dir), "sync", "-q"], env=env, check=True)
         noop_sync(), noop_big()  # warm: byte-compiled modules, quick copies of the lock
         t_version, t_pass = paired(version, python_pass, args.repeat * 4)
         t_noop, t_pass2 = paired(noop_sync, python_pass, args.repeat * 4)
         t_big, t_noop2 = paired(noop_big, noop_sync, args.repeat * 4)
+        t_long, t_pass3 = paired(noop_unstamped, python_pass, args.repeat * 4)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -205,6 +212,7 @@ def main() -> int:
         ("cema --version / python -c pass", t_version, t_pass, 1.5),
         ("no-op sync, 20 envs / python -c pass", t_noop, t_pass2, 2.5),
         ("no-op sync, 500 envs / 20 envs", t_big, t_noop2, 1.5),
+        ("no-op sync, 20 envs, no stamp / python -c pass", t_long, t_pass3, 3.0),
         ("create, warm cache / raw rattler.install", t_create, t_raw_install, 1.2),
         ("lock, 20 envs / raw rattler.solve", t_lock, t_solve, 1.2),
     ]

@@ -14,6 +14,15 @@ from cema.errors import EnvBusyError, UnreadableFileError
 LOCK_TIMEOUT_S = 1800.0
 
 
+def stat_signature(path: Path) -> list[int]:
+    """What any write or replacement of ``path`` changes: size, mtime, inode and ctime.
+
+    No tool can set a ctime back, so an unchanged signature means an unchanged file.
+    """
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX; Windows has no directory handles to sync)."""
     if os.name != "posix":

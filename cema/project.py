@@ -5,16 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import xxhash
 
+from cema._paths import find_spec_file
 from cema.engines import Builder, Reporter, Solver, default_solver, get_builder
-from cema.errors import LockError, SpecError
+from cema.errors import LockError
 from cema.model.lock import LOCK_FILENAME, Lockfile, check_fresh, stale_envs
 from cema.model.lockio import read_lock, write_lock
 from cema.model.plan import Plan
-from cema.model.spec import SPEC_FILENAME, ProjectSpec, current_platform, dump_project, load_project
+from cema.model.spec import (
+    LinkMode,
+    ProjectSpec,
+    current_platform,
+    dump_project,
+    load_project,
+)
 from cema.store import Store
 from cema.sync import Resolved, SyncResult, plan_sync, resolve_targets, sync_lock
 
@@ -24,21 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SyncMode = Literal["auto", "locked", "frozen"]
-
-
-def find_spec_file(start: Path | None = None) -> Path:
-    """``cema.yaml`` in ``start`` (a file or folder, default the cwd) or its parents."""
-    start = (start or Path.cwd()).resolve()
-    if start.is_file() or start.suffix in (".yaml", ".yml"):
-        return start
-    for folder in (start, *start.parents):
-        candidate = folder / SPEC_FILENAME
-        if candidate.is_file():
-            return candidate
-    raise SpecError(
-        f"no {SPEC_FILENAME} in {start} or any folder above it.",
-        hint="run `cema init` to create one, or pass --project PATH.",
-    )
 
 
 class Project:
@@ -136,29 +128,50 @@ class Project:
         return lock
 
     def resolve(
-        self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False
+        self,
+        *,
+        names: Sequence[str] = (),
+        upgrade: Sequence[str] | bool = False,
+        reporter: Reporter | None = None,
     ) -> Lockfile:
-        """The lock ``lock`` would write, in memory only (``last_lock_diff`` says what moved)."""
+        """The lock ``lock`` would write, in memory only (``last_lock_diff`` says what moved;
+        ``reporter`` is told of each solve)."""
         from cema.model.lockdiff import diff_locks
         from cema.resolve import lock_project
 
         previous = self._previous_lock(strict=False)
         lock = lock_project(
-            self.spec, solver=self.solver, previous=previous, names=names, upgrade=upgrade
+            self.spec,
+            solver=self.solver,
+            previous=previous,
+            names=names,
+            upgrade=upgrade,
+            reporter=reporter,
         )
         # envs no longer declared leave the lock
         lock = lock.with_envs(e for e in lock.envs.values() if e.name in self.spec.environments)
         self.last_lock_diff = diff_locks(previous, lock)
         return lock
 
-    def lock(self, *, names: Sequence[str] = (), upgrade: Sequence[str] | bool = False) -> Lockfile:
+    def lock(
+        self,
+        *,
+        names: Sequence[str] = (),
+        upgrade: Sequence[str] | bool = False,
+        reporter: Reporter | None = None,
+    ) -> Lockfile:
         """Resolve what changed (or what ``upgrade`` names) and write ``cema.lock`` atomically."""
-        lock = self.resolve(names=names, upgrade=upgrade)
+        lock = self.resolve(names=names, upgrade=upgrade, reporter=reporter)
         write_lock(lock, self.lock_path, cache_dir=self._lock_cache)
         return self.read_lock()
 
     def _lock_for_sync(
-        self, names: Sequence[str], mode: SyncMode, *, write: bool = True
+        self,
+        names: Sequence[str],
+        mode: SyncMode,
+        *,
+        write: bool = True,
+        reporter: Reporter | None = None,
     ) -> Lockfile:
         """The lock to sync from; in ``auto`` mode stale envs are resolved again first (and
         written unless ``write`` is False: ``cema plan`` shows what ``sync`` would do)."""
@@ -176,31 +189,51 @@ class Project:
         )
         if stale or not self.lock_path.exists():
             log.info("cema.lock is out of date for %s: locking", ", ".join(stale) or "all")
-            lock = self.lock(names=stale) if write else self.resolve(names=stale)
+            relock = self.lock if write else self.resolve
+            lock = relock(names=stale, reporter=reporter)
         return lock
 
-    def targets(self, lock: Lockfile, names: Sequence[str] = ()) -> list[Resolved]:
+    def links(self, names: Sequence[str], link: LinkMode | None = None) -> dict[str, LinkMode]:
+        """Each env's link mode: ``link`` when given (``--link``), else its own in cema.yaml."""
+        if link is not None and link not in get_args(LinkMode):
+            raise ValueError(f"unknown link mode {link!r}: use hardlink or copy")
+        return {name: link or self.spec.env(name).link for name in names}
+
+    def targets(
+        self, lock: Lockfile, names: Sequence[str] = (), *, link: LinkMode | None = None
+    ) -> list[Resolved]:
         """Each selected env's content and prefix address on this machine."""
         selected = list(names) or sorted(self.spec.environments)
-        for name in selected:
-            self.spec.env(name)  # unknown names fail here with a suggestion
-        return resolve_targets(lock, selected, platform=self.platform)
+        links = self.links(selected, link)  # unknown names fail here with a suggestion
+        return resolve_targets(lock, selected, platform=self.platform, link=links)
 
     def plan(
-        self, *, names: Sequence[str] = (), prune: bool = False, mode: SyncMode = "frozen"
+        self,
+        *,
+        names: Sequence[str] = (),
+        prune: bool = False,
+        mode: SyncMode = "frozen",
+        link: LinkMode | None = None,
     ) -> Plan:
         """What ``sync`` would do, without doing it (``auto``: re-locked in memory, not written)."""
         lock = self._lock_for_sync(names, mode, write=False)
-        return plan_sync(self.store, lock, self.targets(lock, names), prune=prune)
+        return plan_sync(self.store, lock, self.targets(lock, names, link=link), prune=prune)
 
-    def script(self, shell: Shell, *, names: Sequence[str] = (), prune: bool = False) -> Script:
+    def script(
+        self,
+        shell: Shell,
+        *,
+        names: Sequence[str] = (),
+        prune: bool = False,
+        link: LinkMode | None = None,
+    ) -> Script:
         """The plan as a micromamba script for ``shell`` (``cema plan --script``)."""
         import time
 
         from cema.engines.micromamba.script import render_script
 
         lock = self.check(names)
-        resolved = self.targets(lock, names)
+        resolved = self.targets(lock, names, link=link)
         plan = plan_sync(self.store, lock, resolved, prune=prune)
         return render_script(
             plan, resolved, store_root=str(self.store.root), shell=shell, created=time.time()
@@ -214,13 +247,17 @@ class Project:
         prune: bool = False,
         reporter: Reporter | None = None,
         verify: bool = False,
+        link: LinkMode | None = None,
     ) -> SyncResult:
         """Make the store match the lock for the selected envs (all by default).
 
         ``verify``: check the files of the prefixes it reuses; damaged ones are built again.
+        ``link``: ``hardlink`` or ``copy`` for every selected env this time, instead of the
+        ``link`` each has in cema.yaml (``cema sync --link copy``).
         """
-        lock = self._lock_for_sync(names, mode)
+        lock = self._lock_for_sync(names, mode, reporter=reporter)
         selected = list(names) or sorted(self.spec.environments)
+        links = self.links(selected, link)
         return sync_lock(
             self.store,
             lock,
@@ -230,6 +267,7 @@ class Project:
             prune=prune,
             reporter=reporter,
             verify=verify,
+            link=links,
         )
 
     def prefix(self, name: str) -> Path:

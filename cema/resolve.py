@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,12 +15,22 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from cema.engines import uv
+from cema.engines.builder import NullReporter, Reporter, each_solve
+from cema.engines.precheck import check_envs
 from cema.engines.pypi_names import pypi_name
 from cema.engines.solver import Solver
 from cema.errors import CemaError, SolveError
 from cema.model.hashing import spec_hash
-from cema.model.lock import CondaRecord, LockedEnv, LockedPlatform, Lockfile, PipRecord
-from cema.model.spec import Dependency, EnvSpec, ProjectSpec, iter_envs
+from cema.model.lock import (
+    CondaRecord,
+    LockedEnv,
+    LockedPlatform,
+    Lockfile,
+    PipRecord,
+    commands_environment,
+    with_spec_fields,
+)
+from cema.model.spec import Dependency, EnvSpec, ProjectSpec, iter_envs, version_request
 from cema.model.urls import channel_location, local_folder
 
 log = logging.getLogger(__name__)
@@ -229,6 +240,7 @@ def _lock_conda_platform(
         pip=tuple(pip),
         omitted=tuple(omitted),
         commands=env.commands_for(platform),
+        commands_env=commands_environment(env.name, env.variables),
     )
 
 
@@ -258,6 +270,7 @@ def _lock_pip(
             "python_version": python_version,
             "platform": platform,
             "provided": provided,
+            "pypi": env.pypi_options,
         }
         if prefer:
             try:
@@ -281,6 +294,7 @@ def _lock_pip(
                     platform=platform,
                     provided=provided,
                     no_deps=True,
+                    pypi=env.pypi_options,
                 )
             ]
 
@@ -291,10 +305,10 @@ def _lock_pip(
 
 
 def _lock_conda_env(
-    env: EnvSpec, *, solver: Solver, root: Path, previous: LockedEnv | None
+    env: EnvSpec, *, solver: Solver, root: Path, previous: LockedEnv | None, reporter: Reporter
 ) -> LockedEnv:
     platforms = {}
-    for platform in env.platforms:
+    for platform in each_solve(reporter, env.name, env.platforms):
         locked = (
             previous.platforms[platform].conda
             if previous and platform in previous.platforms
@@ -309,22 +323,38 @@ def _lock_conda_env(
             locked=locked,
             previous_pip=before.pip if before else (),
         )
-    return LockedEnv(name=env.name, spec_hash=spec_hash(env), kind="conda", platforms=platforms)
+    return LockedEnv(
+        name=env.name,
+        spec_hash=spec_hash(env),
+        kind="conda",
+        variables=env.variables,
+        platforms=platforms,
+    )
 
 
-def venv_python_version(env: EnvSpec) -> str:
-    """The ``X.Y`` a pip-only env is locked for: its ``python`` if plain, else a local match."""
+def venv_python_version(env: EnvSpec, kept: str | None = None) -> str:
+    """The ``X.Y`` a pip-only env is locked for: its ``python`` if plain, else ``kept`` (locked
+    before) while ``python`` allows it, else the newest local match (said so: kept on re-lock)."""
     if env.python and _PLAIN_VERSION.match(env.python.strip()):
         return ".".join(env.python.strip().split(".")[:2])
+    if kept and _PLAIN_VERSION.match(kept) and Version(kept) in version_request(env.python):
+        return kept  # a re-lock on another machine, or a bare --upgrade, does not flip it
     # locking never downloads an interpreter: a range picks the newest one on this machine
-    found = uv.find_interpreter(env.python, download=False)
-    return ".".join(found.version.split(".")[:2])
+    found = ".".join(uv.find_interpreter(env.python, download=False).version.split(".")[:2])
+    log.warning(
+        "environment %r is locked for python %s, the newest python%s on this machine; it is"
+        " kept on re-lock (`cema lock --upgrade %s` chooses again)",
+        *(env.name, found, f" matching {env.python!r}" if env.python else "", env.name),
+    )
+    return found
 
 
-def _lock_venv_env(env: EnvSpec, previous: LockedEnv | None) -> LockedEnv:
-    python = venv_python_version(env)
+def _lock_venv_env(
+    env: EnvSpec, previous: LockedEnv | None, kept: str | None, reporter: Reporter | None
+) -> LockedEnv:
+    python = venv_python_version(env, kept)
     platforms = {}
-    for platform in env.platforms:
+    for platform in each_solve(reporter, env.name, env.platforms):
         before = previous.platforms.get(platform) if previous else None
         pip, omitted = _lock_pip(
             env, platform, python_version=python, previous=before.pip if before else ()
@@ -335,21 +365,36 @@ def _lock_venv_env(env: EnvSpec, previous: LockedEnv | None) -> LockedEnv:
             pip=tuple(pip),
             omitted=tuple(omitted),
             commands=env.commands_for(platform),
+            commands_env=commands_environment(env.name, env.variables),
         )
     return LockedEnv(
-        name=env.name, spec_hash=spec_hash(env), kind="venv", python=python, platforms=platforms
+        name=env.name,
+        spec_hash=spec_hash(env),
+        kind="venv",
+        python=python,
+        variables=env.variables,
+        platforms=platforms,
     )
 
 
 def lock_env(
-    env: EnvSpec, *, solver: Solver, root: Path, previous: LockedEnv | None = None
+    env: EnvSpec,
+    *,
+    solver: Solver,
+    root: Path,
+    previous: LockedEnv | None = None,
+    python: str | None = None,
+    reporter: Reporter | None = None,
 ) -> LockedEnv:
-    """Resolve one env for every platform it lists."""
+    """Resolve one env for every platform it lists (``python``: a pip-only env's python locked
+    before, kept while its spec allows it; default: ``previous``'s; ``reporter``: progress)."""
     log.info("resolving %s (%s) for %s", env.name, env.resolved_kind, ", ".join(env.platforms))
+    reporter = reporter or NullReporter()
     try:
         if env.resolved_kind == "venv":
-            return _lock_venv_env(env, previous)
-        return _lock_conda_env(env, solver=solver, root=root, previous=previous)
+            kept = python or (previous.python if previous else None)
+            return _lock_venv_env(env, previous, kept, reporter)
+        return _lock_conda_env(env, solver=solver, root=root, previous=previous, reporter=reporter)
     except CemaError as exc:
         if f"{env.name!r}" in exc.message:
             raise
@@ -365,6 +410,7 @@ def lock_project(
     previous: Lockfile | None = None,
     names: Sequence[str] = (),
     upgrade: Sequence[str] | bool = False,
+    reporter: Reporter | None = None,
 ) -> Lockfile:
     """A lock for the project: unchanged envs keep their records, others are resolved again.
 
@@ -377,6 +423,8 @@ def lock_project(
         for name in upgrade:
             project.env(name)  # an unknown name fails with a suggestion
     out: list[LockedEnv] = []
+    todo: list[tuple[EnvSpec, LockedEnv | None]] = []
+    pythons: dict[str, str | None] = {}
     for env in iter_envs(project):
         old = previous.envs.get(env.name)
         forced = upgrade is True or (not isinstance(upgrade, bool) and env.name in upgrade)
@@ -386,9 +434,15 @@ def lock_project(
                 out.append(old)
             continue
         if old is not None and fresh and not forced:
-            out.append(old)
+            out.append(with_spec_fields(old, env))  # new variables alone need no solve
             continue
-        out.append(
-            lock_env(env, solver=solver, root=project.root, previous=None if forced else old)
-        )
+        # a bare --upgrade keeps the python a pip-only env was locked for; naming the env not
+        if old is not None and old.kind == "venv" and (upgrade is True or not forced):
+            pythons[env.name] = old.python
+        todo.append((env, None if forced else old))
+    # every spec to resolve is checked first: a typo fails at its line, before any solve
+    check_envs((env for env, _ in todo), file=project.path)
+    lock_one = partial(lock_env, solver=solver, root=project.root, reporter=reporter)
+    for env, old in todo:
+        out.append(lock_one(env, previous=old, python=pythons.get(env.name)))
     return previous.with_envs(out)

@@ -14,7 +14,14 @@ from typing import Any
 
 import xxhash
 
-from cema._fs import MiB, atomic_write, file_lock, read_capped, read_text_capped
+from cema._fs import (
+    MiB,
+    atomic_write,
+    file_lock,
+    read_capped,
+    read_text_capped,
+    stat_signature,
+)
 from cema._paths import default_home
 from cema.model.receipt import Receipt
 
@@ -135,10 +142,9 @@ class Store:
         sync pays one ``stat`` per prefix; ``save_checked`` keeps what this process learned.
         """
         try:
-            st = (self.prefix(address) / RECEIPT_NAME).stat()
+            stamp = stat_signature(self.prefix(address) / RECEIPT_NAME)
         except OSError:
             return False
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         if self._checked is None:
             try:
                 loaded = json.loads(read_capped(self._checked_file, _RECORD_LIMIT))
@@ -152,6 +158,26 @@ class Store:
         self._checked[address] = stamp
         self._checked_changed = True
         return True
+
+    def ready_witnesses(
+        self, lock_path: Path, addresses: Sequence[str]
+    ) -> dict[str, list[int]] | None:
+        """The files whose signatures vouch that these prefixes are ready for that project.
+
+        Each receipt with the signature it was checked at, and the project's registration;
+        None when a prefix is not ready or the project has no registration (``cema.stamp``).
+        """
+        out: dict[str, list[int]] = {}
+        for address in addresses:
+            if not self.is_ready(address) or self._checked is None:
+                return None
+            out[str(self.prefix(address) / RECEIPT_NAME)] = self._checked[address]
+        try:
+            path = self._registration_path(lock_path)
+            out[str(path)] = stat_signature(path)
+        except OSError:
+            return None
+        return out
 
     def save_checked(self) -> None:
         """Keep the stats of the receipts checked by ``is_ready`` (best effort: a cache)."""

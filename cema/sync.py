@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cema.engines.builder import Builder, BuildStep, NullReporter, Reporter
-from cema.model.hashing import venv_address
+from cema.model.hashing import prefix_address, venv_address
 from cema.model.lock import LockedEnv, LockedPlatform, Lockfile
 from cema.model.plan import Action, Create, Plan, Remove, Reuse, Target, Update, make_plan
 from cema.model.receipt import Receipt
@@ -32,6 +32,8 @@ class Resolved:
     content: LockedPlatform
     address: str
     interpreter: uv.Interpreter | None = None
+    #: ``hardlink`` (files shared with the package caches) or ``copy``: part of ``address``
+    link: str = "hardlink"
 
     def target(self) -> Target:
         """The planner's view of it."""
@@ -75,9 +77,18 @@ class _Packages(Mapping[str, str]):
 
 
 def resolve_targets(
-    lock: Lockfile, names: Sequence[str], *, platform: str, download_python: bool = True
+    lock: Lockfile,
+    names: Sequence[str],
+    *,
+    platform: str,
+    download_python: bool = True,
+    link: Mapping[str, str] | None = None,
 ) -> list[Resolved]:
-    """The locked content and address of each env on ``platform`` (venvs: with interpreter)."""
+    """The locked content and address of each env on ``platform`` (venvs: with interpreter).
+
+    ``link``: env name → link mode, ``hardlink`` where not given (the lock has none: it is how
+    this machine installs the content, not what the content is).
+    """
     out = []
     for name in names:
         locked: LockedEnv = lock.env(name)
@@ -89,7 +100,16 @@ def resolve_targets(
 
             interpreter = uv.find_interpreter(locked.python, download=download_python)
             address = venv_address(address, interpreter.identity)
-        out.append(Resolved(env=name, content=content, address=address, interpreter=interpreter))
+        mode = (link or {}).get(name, "hardlink")
+        out.append(
+            Resolved(
+                env=name,
+                content=content,
+                address=prefix_address(address, mode),
+                interpreter=interpreter,
+                link=mode,
+            )
+        )
     return out
 
 
@@ -148,9 +168,12 @@ def _repair_damaged(store: Store, plan: Plan) -> Plan:
                     problems[0],
                     f" and {len(problems) - 1} more" if len(problems) > 1 else "",
                 )
+                receipt = store.receipt(action.address)
                 with store.prefix_lock(action.address):
                     # hard links: a file changed in the prefix changed its cached copy too
-                    for folder in damaged_cache_dirs(prefix, problems):
+                    # (a copied prefix shares no file with the cache)
+                    shared = receipt is None or receipt.link == "hardlink"
+                    for folder in damaged_cache_dirs(prefix, problems) if shared else ():
                         store.discard_cached_package(folder)
                     store.discard(prefix)
                 if isinstance(action, Update):
@@ -251,6 +274,7 @@ def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Re
                     staging=staging,
                     final=final,
                     package_cache=store.builder_cache(builder.name),
+                    link=item.link,
                 )
                 builder.build(step=step, reporter=reporter)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -265,8 +289,12 @@ def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Re
             # activation scripts run once, here; the pip layer then installs in the activated env
             activation.write_activation_cache(final, content.kind)
             env = activation.activated_environ(final, kind=content.kind, name=item.env)
-            uv.install_pip(final, content.pip, env=env)
-            run_install_commands(final, content.commands, env=env, name=item.env)
+            # uv hard-links from its cache by default (on Linux): a copy env gets copies
+            pip_env = {**env, "UV_LINK_MODE": "copy"} if item.link == "copy" else env
+            uv.install_pip(final, content.pip, env=pip_env)
+            # install commands get what the address covers: CEMA_ENV and the spec's variables
+            commands_env = {**env, **dict(content.commands_env)}
+            run_install_commands(final, content.commands, env=commands_env, name=item.env)
             store.write_receipt(
                 final,
                 Receipt.of(
@@ -275,6 +303,7 @@ def build_prefix(store: Store, item: Resolved, *, builder: Builder, reporter: Re
                     interpreter=item.interpreter.version if item.interpreter else None,
                     engine=builder.name,
                     created=time.time(),
+                    link=item.link,
                 ),
             )
         except BaseException:
@@ -298,9 +327,6 @@ def apply_plan(
     """
     reporter = reporter or NullReporter()
     by_env = {r.env: r for r in resolved}
-    builds = plan.builds
-    if builds:
-        reporter.start(total=len(builds), label=f"building {len(builds)} environment(s)")
     for action in plan.actions:
         if isinstance(action, Update):
             change = "; ".join(action.diff.lines()) or "no package changes"
@@ -310,14 +336,14 @@ def apply_plan(
             case Create() | Update(build=True):
                 if builder is None:
                     raise ValueError("this plan builds prefixes: a builder is required")
-                build_prefix(store, by_env[action.env], builder=builder, reporter=NullReporter())
-                reporter.advance(step=action.env)
+                started = time.monotonic()
+                reporter.building(env=action.env)
+                build_prefix(store, by_env[action.env], builder=builder, reporter=reporter)
+                reporter.built(env=action.env, seconds=time.monotonic() - started)
             case Remove(address=address):
                 # re-checked under the prefix's lock: another project may have started using it
                 if store.remove_unreferenced(address, excluding=lock.path):
                     log.info("removed %s", store.prefix(address))
-    if builds:
-        reporter.finish()
     prefixes = {r.env: store.prefix(r.address) for r in resolved}
     if lock.path is not None:
         store.update_registration(
@@ -336,16 +362,18 @@ def sync_lock(
     prune: bool = False,
     reporter: Reporter | None = None,
     verify: bool = False,
+    link: Mapping[str, str] | None = None,
 ) -> SyncResult:
     """Make ``store`` match ``lock`` for ``names``, with no solve (what ``--frozen`` does).
 
     ``verify``: check the files of every prefix it would reuse (``cema verify``'s fast check)
     and build a damaged one again, with fresh copies of the packages it shares.
+    ``link``: env name → ``hardlink`` (the default) or ``copy`` (see ``resolve_targets``).
 
     ``builder`` may be a factory: a no-op sync never loads it (importing rattler is most of the
     cost of a no-op sync).
     """
-    resolved = resolve_targets(lock, names, platform=platform)
+    resolved = resolve_targets(lock, names, platform=platform, link=link)
     registration = store.registration(lock.path) if lock.path is not None else None
     # what this project already points at is referenced: only new addresses need the mark
     known = set(registration.envs.values()) if registration else set()

@@ -71,7 +71,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cema.model",),
     # other tools' files, from and to the model (no store, no engine)
     ("cema.interop",),
-    ("cema.store", "cema.verify"),
+    ("cema.store", "cema.verify", "cema.stamp"),
     ("cema.activation", "cema.shellhook"),
     ("cema.engines", "cema.runtime"),
     ("cema.resolve", "cema.sync"),

@@ -80,15 +80,18 @@ def alive(pid: int) -> bool:
     return True
 
 
-def unlink_orphans(folder: str = _DEV_SHM) -> list[str]:
-    """Unlink segments in ``folder`` whose owner process is gone (a killed host, say)."""
+def unlink_orphans(folder: str = _DEV_SHM, dry_run: bool = False) -> list[str]:
+    """Unlink segments in ``folder`` whose owner process is gone (a killed host, say); their
+    paths (``dry_run``: only listed, as ``cema gc --dry-run`` does)."""
     gone = []
     with contextlib.suppress(OSError):
-        for name in os.listdir(folder):  # noqa: PTH208 - plain names
+        for name in sorted(os.listdir(folder)):  # noqa: PTH208 - plain names
             pid = name[len(SHM_PREFIX) :].split("_", 1)[0]
             if name.startswith(SHM_PREFIX) and pid.isdigit() and not alive(int(pid)):
-                _unlink(os.path.join(folder, name))  # noqa: PTH118
-                gone.append(name)
+                path = os.path.join(folder, name)  # noqa: PTH118
+                if not dry_run:
+                    _unlink(path)
+                gone.append(path)
     return gone
 
 

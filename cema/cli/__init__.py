@@ -36,40 +36,14 @@ COMMANDS = (
 )
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
-
-
-def env_flag(name: str) -> bool:
-    """A yes/no environment variable: ``1``/``true``/``yes``/``on``, or unset/``0``/``false``..."""
-    value = os.environ.get(name, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise CemaError(
-        f"{name}={os.environ[name]!r} is not a yes or no.",
-        hint=f"set {name} to 1 or 0 (or unset it).",
-    )
-
-
-def _env_mode() -> str | None:
-    """The default of ``--locked``/``--frozen``: ``$CEMA_LOCKED``, ``$CEMA_FROZEN``."""
-    locked, frozen = env_flag("CEMA_LOCKED"), env_flag("CEMA_FROZEN")
-    if locked and frozen:
-        raise CemaError(
-            "CEMA_LOCKED and CEMA_FROZEN are both set.",
-            hint="set one of them (--locked or --frozen on the command line wins over both).",
-        )
-    return "locked" if locked else "frozen" if frozen else None
-
-
 def _common_options(default: Any) -> argparse.ArgumentParser:
     """Options accepted before and after the command (SUPPRESS keeps the first one given).
 
     The top-level defaults (``default`` None) come from the environment: a flag on the
     command line wins over its variable.
     """
+    from cema.cli.environ import COLORS, env_color, env_flag
+
     top = default is None
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -106,6 +80,13 @@ def _common_options(default: Any) -> argparse.ArgumentParser:
         default=env_flag("CEMA_NO_PROGRESS") if top else default,
         help="never draw progress bars (default: on a TTY, unless $CEMA_NO_PROGRESS or $CI)",
     )
+    common.add_argument(
+        "--color",
+        choices=COLORS,
+        default=env_color() if top else default,
+        help="colour errors and summaries: auto (on a TTY, unless $NO_COLOR), always, never"
+        " (default: $CEMA_COLOR, else auto)",
+    )
     return common
 
 
@@ -122,7 +103,19 @@ def _mode_options(parser: argparse.ArgumentParser, *, frozen_help: str) -> None:
     mode.add_argument(
         "--frozen", dest="mode", action="store_const", const="frozen", help=frozen_help
     )
-    parser.set_defaults(mode=_env_mode())
+    from cema.cli.environ import env_mode
+
+    parser.set_defaults(mode=env_mode())
+
+
+def _link_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--link",
+        choices=["hardlink", "copy"],
+        default=None,
+        help="how this run's prefixes get their files: hardlink (shared with the package cache)"
+        " or copy (files of their own); default: each env's `link:` in cema.yaml",
+    )
 
 
 def _json_option(parser: argparse.ArgumentParser, schema: str) -> None:
@@ -136,7 +129,7 @@ def _json_option(parser: argparse.ArgumentParser, schema: str) -> None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser for every command (``only``: for that command alone, which is faster
     to build and parses that command's arguments the same way)."""
-    from cema.cli import commands
+    from cema.cli import commands, environ
 
     common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
@@ -205,7 +198,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "--check",
             "--locked",
             action="store_true",
-            default=env_flag("CEMA_LOCKED"),
+            default=environ.env_flag("CEMA_LOCKED"),
             help="fail if cema.lock is out of date, without solving ($CEMA_LOCKED)",
         )
         _json_option(p, "cli-lock.schema.json")
@@ -235,6 +228,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             choices=["bash", "powershell"],
             help="print the plan as a micromamba script for this shell instead",
         )
+        _link_option(p)
         p.set_defaults(func=commands.cmd_plan)
 
     if only in (None, "sync"):
@@ -258,6 +252,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             action="store_true",
             help="check the files of the envs it keeps (as `cema verify`); rebuild damaged ones",
         )
+        _link_option(p)
         p.add_argument("-e", "--env", action="append", metavar="NAME", help="only this env")
         p.add_argument(
             "--engine",
@@ -317,15 +312,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _command_of(argv: Sequence[str]) -> str | None:
     """The command word of ``argv`` when it is certain (else None: build the whole parser).
 
-    Only global options may come before it; ``--project``/``-p``/``--store`` take a value.
+    Only global options may come before it; ``--project``/``-p``/``--store``/``--color`` take a
+    value.
     Anything unusual (``--help``, an abbreviated option, ``--``) gives None.
     """
     given = iter(argv)
-    flags = ("-q", "--quiet", "--verbose", "--no-progress")
+    flags = ("-q", "-v", "--quiet", "--verbose", "--no-progress")
     for arg in given:
-        if arg in ("--project", "-p", "--store"):
+        if arg in ("--project", "-p", "--store", "--color"):
             next(given, None)
-        elif arg in flags or arg.startswith(("--project=", "--store=", "-vv")) or arg == "-v":
+        elif arg in flags or arg.startswith(("--project=", "--store=", "--color=", "-vv")):
             continue
         elif arg.startswith("-"):
             return None
@@ -342,13 +338,20 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         if quiet
         else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     )
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    from cema.cli.progress import LogHandler
+
+    # `LEVEL: message` on the sys.stderr of the moment (above progress bars), level in colour
+    logging.basicConfig(level=level, handlers=[LogHandler()])
 
 
-def _report(exc: CemaError) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    if exc.hint:
-        print(f"hint: {exc.hint}", file=sys.stderr)
+def _report(message: str, hint: str | None) -> int:
+    """``error: ...`` and ``hint: ...`` on stderr (in colour on a TTY); exit code 1."""
+    from cema.cli.progress import paint, stop_all
+
+    stop_all()  # a progress display leaves the screen first
+    print(f"{paint('error:', 'error', sys.stderr)} {message}", file=sys.stderr)
+    if hint:
+        print(f"{paint('hint:', 'hint', sys.stderr)} {hint}", file=sys.stderr)
     return 1
 
 
@@ -359,16 +362,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cema {__version__}")
         raise SystemExit(0)  # what argparse's version action does
     try:
-        # the defaults read the environment ($CEMA_LOCKED...): a bad value is a user error
+        # the defaults read the environment ($CEMA_LOCKED...): a bad value is a user error,
+        # also for a plain `cema sync` with nothing to do, answered from its stamp
+        from cema.cli.environ import check_environment
+
+        check_environment()
+        if "sync" in given:
+            from cema import stamp
+
+            if stamp.check(given):
+                return 0
         parser = build_parser(_command_of(given))
     except CemaError as exc:
-        return _report(exc)
+        return _report(str(exc), exc.hint)
     args = parser.parse_args(given)
+    if args.color != "auto":
+        from cema.cli.progress import set_color
+
+        set_color(args.color)
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))
     except CemaError as exc:
-        return _report(exc)
+        return _report(str(exc), exc.hint)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -378,9 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # a path that is not what it should be (a file where a folder goes, no permission...)
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        print("hint: check that path (and --store, --project).", file=sys.stderr)
-        return 1
+        return _report(f"{exc.strerror or exc}{where}", "check that path (and --store, --project).")
+    finally:  # a progress display leaves the screen, however the command ended
+        if "cema.cli.progress" in sys.modules:
+            sys.modules["cema.cli.progress"].stop_all()
 
 
 def entry() -> None:
@@ -391,10 +408,10 @@ def entry() -> None:
     done. Nothing is left to clean up here: flush what was written and exit at once.
     """
     import contextlib
-    import logging
 
     code = main()
-    logging.shutdown()
+    if "logging" in sys.modules:  # a stamped no-op never imported it
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

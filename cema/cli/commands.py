@@ -133,7 +133,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     upgrade: Sequence[str] | bool = False
     if args.upgrade is not None:
         upgrade = args.upgrade or True
-    lock = project.lock(upgrade=upgrade)
+    lock = project.lock(upgrade=upgrade, reporter=_progress(args))
     diff = project.last_lock_diff
     if args.json:
         output.print_json(output.lock_json(project, diff, written=True))
@@ -155,9 +155,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     project = _project(args)
     if args.script:
-        sys.stdout.write(project.script(args.script, names=args.env or (), prune=args.prune).text)
+        script = project.script(args.script, names=args.env or (), prune=args.prune, link=args.link)
+        sys.stdout.write(script.text)
         return 0
-    plan = project.plan(names=args.env or (), prune=args.prune, mode=_mode(args))
+    plan = project.plan(names=args.env or (), prune=args.prune, mode=_mode(args), link=args.link)
     if args.json:
         output.print_json(
             {
@@ -174,19 +175,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _progress(args: argparse.Namespace) -> Any:
-    """The progress bar on a TTY, unless ``-q``, ``--no-progress`` or ``CI`` say otherwise."""
-    import os
+    """The progress display on a TTY, unless ``-q``, ``--no-progress``/``$CEMA_NO_PROGRESS``
+    or ``$CI`` say otherwise (None: nothing is drawn)."""
+    from cema.cli.progress import reporter_for
 
-    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-    if args.quiet or args.no_progress or ci or not sys.stderr.isatty():
-        return None
-    from cema.engines.builder import BarReporter
-
-    return BarReporter(sys.stderr)
+    return reporter_for(args)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Make the store match the lock."""
+    from cema import stamp
     from cema.cli import output
 
     project = _project(args)
@@ -196,6 +194,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         prune=args.prune,
         reporter=_progress(args),
         verify=args.verify,
+        link=args.link,
     )
     if not args.quiet:
         output.print_relock(project, written=True)
@@ -203,9 +202,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
         output.print_json(output.sync_json(project, result.plan, result.prefixes))
     elif not args.quiet:
         if result.plan.is_noop:
-            print(f"{len(result.prefixes)} environment(s) up to date.")
+            print(stamp.noop_message(len(result.prefixes)))
         else:
             output.print_plan(result.plan, project.store)
+    if not args.env and args.link is None and project.spec.path is not None:
+        # every env is ready now: the next plain `cema sync` can say so from a few stats
+        witnesses = project.store.ready_witnesses(
+            project.lock_path, [prefix.name for prefix in result.prefixes.values()]
+        )
+        if witnesses is not None:
+            stamp.record(
+                project.spec.path,
+                project.lock_path,
+                store=args.store,
+                witnesses=witnesses,
+                count=len(result.prefixes),
+            )
     return 0
 
 
@@ -263,10 +275,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
             removed.append(address)
     if not args.dry_run:
         store.sweep_staging(older_than_s=0 if args.all_staging else 24 * 3600.0)
+    from cema.runtime.launch import clean_orphans
+
+    orphans = clean_orphans(dry_run=args.dry_run)  # what killed hosts' workers left
+    for path in orphans if talk else ():
+        print(f"{'would remove' if args.dry_run else 'removing'} {path}")
     if args.json:
         from cema.cli import output
 
-        output.print_json(output.gc_json(store, unused, removed, dry_run=args.dry_run))
+        output.print_json(output.gc_json(store, unused, removed, orphans, dry_run=args.dry_run))
     elif not args.quiet:
         print(
             f"{len(unused)} unused prefix(es) found."

@@ -6,7 +6,7 @@ import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
     from typing import Any, TextIO
 
@@ -36,27 +36,34 @@ def print_json(document: Mapping[str, Any]) -> None:
 
 def print_plan(plan: Plan, store: Store, out: TextIO | None = None) -> None:
     """One line per action, and an update's package diff below it."""
+    from cema.cli.progress import change_role, paint
     from cema.model.plan import Create, Remove, Reuse, Update
 
     out = out or sys.stdout
+
+    def verb(word: str, role: str) -> str:  # in colour on a TTY
+        return paint(word, role, out) + " " * (8 - len(word))
+
     for action in plan.actions:
         match action:
             case Create(env=env, address=address, kind=kind):
-                print(f"create  {env} ({kind}) -> {store.prefix(address)}", file=out)
+                print(
+                    f"{verb('create', 'added')}{env} ({kind}) -> {store.prefix(address)}", file=out
+                )
             case Update():
                 how = "build" if action.build else "reuse"
                 print(
-                    f"update  {action.env} ({action.kind}, {how}) -> "
+                    f"{verb('update', 'changed')}{action.env} ({action.kind}, {how}) -> "
                     f"{store.prefix(action.address)}",
                     file=out,
                 )
                 for line in action.diff.lines():
-                    print(f"          {line}", file=out)
+                    print(f"          {paint(line, change_role(line), out)}", file=out)
             case Reuse(env=env, address=address):
-                print(f"reuse   {env} -> {store.prefix(address)}", file=out)
+                print(f"{verb('reuse', 'dim')}{env} -> {store.prefix(address)}", file=out)
             case Remove(address=address, was=was):
                 suffix = f" (was {was})" if was else ""
-                print(f"remove  {store.prefix(address)}{suffix}", file=out)
+                print(f"{verb('remove', 'removed')}{store.prefix(address)}{suffix}", file=out)
 
 
 def plan_actions_json(plan: Plan, store: Store) -> list[dict[str, Any]]:
@@ -102,8 +109,10 @@ def print_relock(project: Project, *, written: bool) -> None:
             " (`cema lock` writes it)",
             file=sys.stderr,
         )
+    from cema.cli.progress import change_role, paint
+
     for line in diff.lines():
-        print(f"  {line}", file=sys.stderr)
+        print(f"  {paint(line, change_role(line), sys.stderr)}", file=sys.stderr)
 
 
 def lock_json(project: Project, diff: LockDiff | None, *, written: bool) -> dict[str, Any]:
@@ -174,7 +183,12 @@ def sync_json(project: Project, plan: Plan, prefixes: Mapping[str, Path]) -> dic
 
 
 def gc_json(
-    store: Store, unused: list[str], removed: list[str], *, dry_run: bool
+    store: Store,
+    unused: list[str],
+    removed: list[str],
+    orphans: Sequence[Path] = (),
+    *,
+    dry_run: bool,
 ) -> dict[str, Any]:
     """The ``cema gc --json`` document (``specs/cli-gc.schema.json``)."""
 
@@ -187,4 +201,5 @@ def gc_json(
         "dry_run": dry_run,
         "unused": entries(unused),
         "removed": entries(removed),
+        "orphans": [str(p) for p in orphans],
     }

@@ -1,30 +1,64 @@
-"""The builder seam: one prefix's conda layer into staging, and progress of a sync."""
+"""The builder seam: one prefix's conda layer into staging, and progress of a lock and sync."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol
 
 from cema.model.lock import CondaRecord
 
 
 class Reporter(Protocol):
-    """Progress of a sync; the CLI fills it with a progress bar on a TTY."""
+    """Progress of a lock and a sync, as events; the CLI draws them on a TTY (``cli/progress``).
+
+    Builders may call the download and phase events from other threads.
+    """
+
+    def solving(self, *, env: str, platform: str) -> None:
+        """Resolving ``env`` for ``platform`` begins."""
+
+    def solved(self, *, env: str, platform: str, seconds: float) -> None:
+        """``env`` is resolved for ``platform``."""
+
+    def building(self, *, env: str) -> None:
+        """Building a prefix of ``env`` begins (conda layer, pip layer, install commands)."""
+
+    def built(self, *, env: str, seconds: float) -> None:
+        """The prefix of ``env`` is published."""
 
     def start(self, *, total: int, label: str) -> None:
-        """A phase with ``total`` steps begins."""
+        """A phase with ``total`` steps begins (a builder linking packages)."""
 
     def advance(self, *, step: str) -> None:
         """One step of the current phase is done."""
 
     def finish(self) -> None:
-        """The current phase is over."""
+        """The current phase is over (also called when it never started)."""
+
+    def downloading(self, *, package: str, done: int, total: int | None) -> None:
+        """``done`` bytes of ``package``'s archive are in (of ``total``, when known)."""
+
+    def downloaded(self, *, package: str) -> None:
+        """The archive of ``package`` is in."""
 
 
 class NullReporter:
-    """A reporter that shows nothing (the library default)."""
+    """A reporter that shows nothing (the library default; a base to override events of)."""
+
+    def solving(self, *, env: str, platform: str) -> None:
+        """Ignore the solve."""
+
+    def solved(self, *, env: str, platform: str, seconds: float) -> None:
+        """Ignore its end."""
+
+    def building(self, *, env: str) -> None:
+        """Ignore the build."""
+
+    def built(self, *, env: str, seconds: float) -> None:
+        """Ignore its end."""
 
     def start(self, *, total: int, label: str) -> None:
         """Ignore the phase."""
@@ -34,6 +68,23 @@ class NullReporter:
 
     def finish(self) -> None:
         """Ignore the end."""
+
+    def downloading(self, *, package: str, done: int, total: int | None) -> None:
+        """Ignore the bytes."""
+
+    def downloaded(self, *, package: str) -> None:
+        """Ignore the download."""
+
+
+def each_solve(reporter: Reporter | None, env: str, platforms: Iterable[str]) -> Iterator[str]:
+    """``platforms``, each reported solving until the next is asked for (solved if no error)."""
+    for platform in platforms:
+        started = time.monotonic()
+        if reporter is not None:
+            reporter.solving(env=env, platform=platform)
+        yield platform
+        if reporter is not None:
+            reporter.solved(env=env, platform=platform, seconds=time.monotonic() - started)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,6 +104,8 @@ class BuildStep:
     final: Path
     #: the store's folder for this builder's package cache (its layout is the builder's own)
     package_cache: Path
+    #: ``hardlink``: files shared with the package cache; ``copy``: files of the prefix's own
+    link: str = "hardlink"
 
 
 class Builder(Protocol):
@@ -66,43 +119,10 @@ class Builder(Protocol):
         ...
 
 
-class BarReporter:
-    """A one-line progress bar on stderr (only used on a TTY)."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.total = 0
-        self.done = 0
-        self.label = ""
-
-    def start(self, *, total: int, label: str) -> None:
-        """Begin a phase."""
-        self.total, self.done, self.label = total, 0, label
-        self._draw("")
-
-    def advance(self, *, step: str) -> None:
-        """One step done."""
-        self.done += 1
-        self._draw(step)
-
-    def finish(self) -> None:
-        """End the phase and clear the line."""
-        self.stream.write("\r\033[K")
-        self.stream.flush()
-
-    def _draw(self, step: str) -> None:
-        filled = int(self.WIDTH * self.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self.stream.write(f"\r\033[K{self.label} [{bar}] {self.done}/{self.total} {step}")
-        self.stream.flush()
-
-
 __all__ = [
-    "BarReporter",
     "BuildStep",
     "Builder",
     "NullReporter",
     "Reporter",
+    "each_solve",
 ]

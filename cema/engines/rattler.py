@@ -17,6 +17,7 @@ import rattler
 import rattler.exceptions as rattler_errors
 
 from cema.engines.builder import BuildStep, Reporter
+from cema.engines.rattler_progress import InstallEvents
 from cema.errors import DiskFullError, EngineError, SolveError
 from cema.model.lock import CondaRecord
 from cema.model.urls import file_url_path
@@ -209,6 +210,27 @@ def _verify_local_archive(rec: CondaRecord) -> None:
         )
 
 
+def _link_config(link: str) -> Any:
+    """rattler's settings for ``link``: its defaults (hard links), or copies (reflinks allowed:
+    a clone is a file of its own). Symbolic links stay allowed: rattler makes only those a
+    package ships, never one into the cache (refused, it copies a folder link as a file, and fails).
+    """
+    if link == "hardlink":
+        return None
+    config = rattler.Config()
+    config.set("allow-hard-links", "false")
+    return config
+
+
+def match_spec_problem(spec: str) -> str | None:
+    """Why ``spec`` is not a match spec the solver reads (rattler's words), or None."""
+    try:
+        rattler.MatchSpec(spec)
+    except _SPEC_ERRORS as exc:
+        return str(exc).strip().splitlines()[0].rstrip(".")
+    return None
+
+
 def prefix_satisfies(prefix: Path, specs: Sequence[str]) -> bool:
     """True when every conda match spec is met by a package installed in ``prefix``."""
     records = []
@@ -289,12 +311,55 @@ class RattlerEngine:
                 " channel, or `cema sync --frozen` with a warm package cache).",
             ) from None
         except rattler_errors.SolverError as exc:
+            missing = self._missing_package(match_specs, channels, platform)
+            if missing is not None:
+                raise missing from None
             raise SolveError(
                 f"the specs {', '.join(specs)} cannot be resolved for {platform}:\n"
                 f"{str(exc).strip()}",
                 hint="loosen or fix the version constraints in cema.yaml.",
             ) from None
         return sorted((_to_record(r) for r in solved), key=lambda r: r.name)
+
+    def _missing_package(
+        self, specs: Sequence[Any], channels: Sequence[str], platform: str
+    ) -> SolveError | None:
+        """After a failed solve: the error for a spec no channel has any package of, if any.
+
+        The channels' names were read for the solve already (the gateway keeps them), so this
+        costs one pass over the names, on the error path only.
+        """
+        wanted = [(m, m.name.normalized) for m in specs if m.name is not None]
+        try:
+            names = _run(
+                self._gateway.names(
+                    [rattler.Channel(c) for c in channels],
+                    [rattler.Subdir(platform), rattler.Subdir("noarch")],
+                ),
+                self._loop,
+            )
+        except (*_CHANNEL_ERRORS, rattler_errors.SolverError):
+            return None
+        known = {n.normalized for n in names}
+        for spec, name in wanted:
+            if name in known:
+                continue
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
+            where = ", ".join(channels)
+            if close:
+                hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+            else:
+                hint = (
+                    f"check the name; if another channel has it, add that channel to"
+                    f" `channels:` (these have {len(known)} packages for {platform})."
+                )
+            asked = f", asked as {str(spec)!r}" if str(spec) != name else ""
+            return SolveError(
+                f"no package named {name!r} in {where} ({platform}{asked}).", hint=hint
+            )
+        return None
 
     def find(
         self,
@@ -348,7 +413,6 @@ class RattlerEngine:
             if rec.url.startswith("file://") and not cached:
                 _verify_local_archive(rec)
         repodata_records = [_from_record(r) for r in records]
-        reporter.start(total=len(records), label=f"installing {len(records)} packages")
         try:
             _run(
                 rattler.install(
@@ -357,8 +421,9 @@ class RattlerEngine:
                     alternative_target_prefix=step.final,
                     cache_dir=step.package_cache,
                     platform=rattler.Subdir(step.platform),
-                    show_progress=False,
+                    reporter=InstallEvents(reporter, label=f"{step.env}: linking"),
                     execute_link_scripts=False,
+                    config=_link_config(step.link),
                 )
             )
         except (

@@ -34,6 +34,17 @@ class Solver(Protocol):
         ...
 
 
+def match_spec_problem(spec: str) -> str | None:
+    """Why ``spec`` is not a conda match spec, or None: the grammar of the embedded solver.
+
+    Every lock is solved by rattler (see ``default_solver``), so its grammar is the one a spec
+    is checked against before resolving, whichever ``Solver`` is passed in.
+    """
+    from cema.engines.rattler import match_spec_problem as problem
+
+    return problem(spec)
+
+
 def default_solver() -> Solver:
     """The embedded solver (py-rattler): the only one, so every lock means the same."""
     from cema.engines.rattler import RattlerEngine
@@ -44,4 +55,5 @@ def default_solver() -> Solver:
 __all__ = [
     "Solver",
     "default_solver",
+    "match_spec_problem",
 ]

@@ -25,6 +25,7 @@ from cema.errors import (
     SolveError,
 )
 from cema.model.lock import PipRecord
+from cema.model.pypi import PypiOptions
 from cema.model.spec import version_request
 from cema.store import venv_python
 
@@ -207,6 +208,37 @@ def uv_platform(platform: str) -> str:
         raise SolveError(f"pip packages cannot be locked for {platform}.") from None
 
 
+def index_environ(pypi: PypiOptions | None, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` for a uv child: the spec's indexes, else the user's uv or pip variables.
+
+    uv reads its own ``UV_*`` variables but not pip's: ``PIP_INDEX_URL``,
+    ``PIP_EXTRA_INDEX_URL``, ``PIP_FIND_LINKS`` and ``PIP_CERT`` are passed on as their uv
+    equivalents where no ``UV_*`` one is set. The spec's ``pypi-options`` win, key by key.
+    They go by environment, not argument: a command line (and its credentials) is visible to
+    every user of the machine, an environment only to its owner.
+    """
+    env = dict(base)
+    if pypi is not None and pypi.index_url:
+        env.pop("UV_INDEX_URL", None)
+        env["UV_DEFAULT_INDEX"] = pypi.index_url
+    elif not (env.get("UV_DEFAULT_INDEX") or env.get("UV_INDEX_URL")) and env.get("PIP_INDEX_URL"):
+        env["UV_DEFAULT_INDEX"] = env["PIP_INDEX_URL"]
+    if pypi is not None and pypi.extra_index_urls:
+        env.pop("UV_INDEX", None)
+        env["UV_EXTRA_INDEX_URL"] = " ".join(pypi.extra_index_urls)
+    elif not (env.get("UV_EXTRA_INDEX_URL") or env.get("UV_INDEX")) and env.get(
+        "PIP_EXTRA_INDEX_URL"
+    ):
+        env["UV_EXTRA_INDEX_URL"] = env["PIP_EXTRA_INDEX_URL"]
+    if pypi is not None and pypi.find_links:
+        env["UV_FIND_LINKS"] = ",".join(pypi.find_link_locations())
+    elif not env.get("UV_FIND_LINKS") and env.get("PIP_FIND_LINKS"):
+        env["UV_FIND_LINKS"] = ",".join(env["PIP_FIND_LINKS"].split())  # pip's: spaces
+    if env.get("PIP_CERT") and not env.get("SSL_CERT_FILE"):
+        env["SSL_CERT_FILE"] = env["PIP_CERT"]
+    return env
+
+
 def _record_from(package: Mapping[str, Any], *, no_deps: bool = False) -> PipRecord:
     wheels = package.get("wheels") or []
     artifact = wheels[0] if wheels else package.get("sdist")
@@ -237,11 +269,13 @@ def compile_pip(
     provided: Mapping[str, str] | None = None,
     prefer: Mapping[str, str] | None = None,
     no_deps: bool = False,
+    pypi: PypiOptions | None = None,
 ) -> list[PipRecord]:
     """Resolve ``requirements`` for a python and platform; packages in ``provided`` stay as is.
 
     ``provided`` maps names the conda layer installs to their versions: they constrain the
-    resolution and are left out of the result, so the pip layer never replaces them.
+    resolution and are left out of the result, so the pip layer never replaces them. ``pypi``
+    are the spec's indexes (see ``index_environ``).
     """
     if not requirements:
         return []
@@ -283,6 +317,7 @@ def compile_pip(
                     folder / "requirements.in",
                 ],
                 what=f"resolving the pip requirements {', '.join(requirements)} for {platform}",
+                env=index_environ(pypi, os.environ),
                 hint="check the names and versions in `pip:`, and that PyPI (or your index) is"
                 " reachable.",
             )
@@ -293,8 +328,18 @@ def compile_pip(
     return sorted((r for r in records if r.name not in provided), key=lambda r: r.name)
 
 
-def install_pip(prefix: Path, records: Sequence[PipRecord], *, env: Mapping[str, str]) -> None:
-    """Install exactly ``records`` into ``prefix`` (no deps, hashes required, nothing removed)."""
+def install_pip(
+    prefix: Path,
+    records: Sequence[PipRecord],
+    *,
+    env: Mapping[str, str],
+    pypi: PypiOptions | None = None,
+) -> None:
+    """Install exactly ``records`` into ``prefix`` (no deps, hashes required, nothing removed).
+
+    The records are URLs without credentials: uv sends those of an index (``pypi``, else the
+    user's variables, netrc or keyring) to the files of the same host.
+    """
     if not records:
         return
     with tempfile.TemporaryDirectory(prefix="cema-pip-") as tmp:
@@ -323,7 +368,7 @@ def install_pip(prefix: Path, records: Sequence[PipRecord], *, env: Mapping[str,
             if env.get("CEMA_ENV")
             else f"the pip layer of {prefix}",
             where=prefix.parent.parent,  # the store: envs/ is directly under it
-            env=env,
+            env=index_environ(pypi, env),  # PIP_CERT and the like: downloads as when locking
             hint="a download failed or a hash did not match the lock.",
         )
 

@@ -16,8 +16,14 @@ from cema.model.urls import is_local, redact_url
 IMPORT_LIMIT = 16 * MiB
 #: the hosts of PyPI's files: a locked package from there is pinned as ``name==version``
 PYPI_FILES = ("files.pythonhosted.org",)
-#: pip options about where packages come from: cema.yaml has no place for them yet
-INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--no-index")
+#: pip options about where packages come from, and the ``pypi-options`` key each one fills
+INDEX_OPTIONS = {
+    "-i": "index-url",
+    "--index-url": "index-url",
+    "--extra-index-url": "extra-index-urls",
+    "-f": "find-links",
+    "--find-links": "find-links",
+}
 #: pip options that change nothing Cema does (it locks hashes and installs with uv)
 HARMLESS_OPTIONS = (
     "--require-hashes",
@@ -29,10 +35,6 @@ HARMLESS_OPTIONS = (
     "--use-feature",
 )
 _COMMENT = re.compile(r"(^|\s)#.*$")
-_INDEX_HINT = (
-    "remove the line: Cema's pip layer is installed by uv, which reads UV_INDEX_URL,"
-    " UV_EXTRA_INDEX_URL and UV_FIND_LINKS from the environment."
-)
 
 
 @dataclass(kw_only=True)
@@ -44,6 +46,14 @@ class Imported:
     channels: list[str] | None = None
     platforms: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    #: ``pypi-options`` from ``--index-url``, ``--extra-index-url`` and ``--find-links`` lines
+    pypi_options: dict[str, Any] = field(default_factory=dict)
+    #: the ``cema.yaml`` written (relative find-links are made relative to it), if known
+    target: Path | None = None
+
+    def with_pypi_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with the index options read, if any."""
+        return {**body, "pypi-options": self.pypi_options} if self.pypi_options else body
 
 
 def read_text(path: Path) -> str:
@@ -142,12 +152,14 @@ def requirement_entry(
     if option in ("-r", "--requirement"):
         return read_requirements(file.parent / value, imported, seen=seen)
     if option in INDEX_OPTIONS:
-        raise SpecError(
-            f"{line!r}: package indexes and find-links cannot be declared in cema.yaml yet",
-            file=file,
-            line=number,
-            hint=_INDEX_HINT,
+        _index_option(INDEX_OPTIONS[option], value, file=file, number=number, imported=imported)
+        return []
+    if option == "--no-index":
+        imported.notes.append(
+            f"{file}:{number}: --no-index left out: declare `pypi-options: {{index-url: ...}}`"
+            " to keep PyPI out."
         )
+        return []
     if option in ("-c", "--constraint"):
         raise SpecError(
             f"{line!r}: constraint files have no place in cema.yaml",
@@ -178,6 +190,39 @@ def requirement_entry(
     return [check_pip(requirement.strip(), file=file, line=number)]
 
 
+def _index_option(
+    key: str, value: str, *, file: Path, number: int | None, imported: Imported
+) -> None:
+    """One ``--index-url``/``--extra-index-url``/``--find-links`` line into ``pypi_options``."""
+    if not value:
+        raise SpecError(f"{key} without a value", file=file, line=number)
+    written = redact_url(value)
+    if written != value:
+        imported.notes.append(
+            f"{file}:{number}: the credentials in the {key} URL left out of cema.yaml: give them"
+            " to uv by a netrc file or UV_INDEX_URL."
+        )
+    if key == "find-links" and "://" not in written:
+        path = Path(written).expanduser()
+        absolute = path if path.is_absolute() else (file.parent / path).resolve()
+        written = str(absolute)
+        if imported.target is not None and not path.is_absolute():
+            rel = os.path.relpath(absolute, imported.target.parent.resolve()).replace(os.sep, "/")
+            written = rel if rel.startswith("../") else "./" + rel
+    options = imported.pypi_options
+    if key == "index-url":
+        if options.get(key) not in (None, written):
+            raise SpecError(
+                f"a second index URL ({written}) after {options[key]}",
+                file=file,
+                line=number,
+                hint="keep one --index-url; make the others --extra-index-url.",
+            )
+        options[key] = written
+    elif written not in options.setdefault(key, []):
+        options[key].append(written)
+
+
 def read_requirements(
     path: Path, imported: Imported, *, seen: set[Path] | None = None
 ) -> list[str]:
@@ -193,15 +238,15 @@ def read_requirements(
     return out
 
 
-def from_requirements(path: Path) -> Imported:
-    """A ``requirements.txt`` as one pip env (``default``)."""
-    imported = Imported(source=path)
+def from_requirements(path: Path, target: Path | None = None) -> Imported:
+    """A ``requirements.txt`` as one pip env (``default``), with its index options."""
+    imported = Imported(source=path, target=target)
     pip = read_requirements(path, imported)
     if not pip:
         raise SpecError(
             "no requirement in this file", file=path, hint="add one, or check the file."
         )
-    imported.envs["default"] = {"pip": pip}
+    imported.envs["default"] = imported.with_pypi_options({"pip": pip})
     return imported
 
 
@@ -241,7 +286,7 @@ def from_environment_yml(path: Path, target: Path) -> Imported:
             file=path,
             hint="conda's environment files have `name`, `channels` and `dependencies`.",
         )
-    imported = Imported(source=path)
+    imported = Imported(source=path, target=target)
     conda: list[str] = []
     pip: list[str] = []
     for i, entry in enumerate(doc.get("dependencies") or []):
@@ -284,7 +329,7 @@ def from_environment_yml(path: Path, target: Path) -> Imported:
     if channels:
         imported.channels = [rebase_channel(c, path, target) for c in channels]
     name = doc.get("name")
-    imported.envs[str(name) if name else "default"] = body
+    imported.envs[str(name) if name else "default"] = imported.with_pypi_options(body)
     return imported
 
 

@@ -52,7 +52,7 @@ def read_source(path: Path, target: Path) -> Imported:
         return from_environment_yml(path, target)
     if name.endswith(".toml"):
         return from_pixi(path, target)
-    return from_requirements(path)
+    return from_requirements(path, target)
 
 
 def _rename(imported: Imported, env: str | None) -> dict[str, dict[str, Any]]:

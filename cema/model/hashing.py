@@ -86,6 +86,8 @@ def canonical_spec(env: EnvSpec) -> dict[str, Any]:
     if env.install_commands:
         # order matters within a key; keys in their fixed order
         out["install_commands"] = [[k, list(v)] for k, v in env.install_commands]
+    if env.pypi_options is not None:  # other indexes may give other files: re-lock
+        out["pypi-options"] = env.pypi_options.canonical()
     return out
 
 
@@ -102,10 +104,14 @@ def content_hash(
     pip: Iterable[Mapping[str, Any]],
     interpreter: str | None = None,
     commands: Iterable[str] = (),
+    commands_env: Iterable[tuple[str, str]] = (),
 ) -> str:
     """The address of a prefix: a hash of exactly what is installed in it.
 
     URLs are left out on purpose: the same package from a mirror is the same content.
+    ``commands_env`` is what install commands run with beyond activation (``CEMA_ENV`` and the
+    spec's ``variables``): what they may read is content too, so two envs share a prefix only
+    when it is the same. Without commands it is ignored: such an address is as before.
     """
     payload = {
         "scheme": HASH_SCHEME,
@@ -120,6 +126,9 @@ def content_hash(
     commands = list(commands)
     if commands:  # install commands change what is in the prefix: in order, they are content
         payload["commands"] = commands
+        given = sorted(commands_env)
+        if given:  # a lock written before they were recorded has none: its address stays
+            payload["commands-env"] = given
     return _digest(payload)[:24]
 
 
@@ -128,11 +137,12 @@ def records_hash(
 ) -> str:
     """The integrity hash of one env on one platform of a lock: every field, as written.
 
-    ``header`` is the env's own fields (``spec-hash``, ``kind``, ``python``; its ``platforms``
-    are left out) and ``content`` this platform's (``content-hash``, ``omitted``, ``commands``,
-    and every conda and pip record with all its fields, channels and URLs as the lock writes
-    them; its own ``records-hash`` is left out). It is no address: a lock whose records came
-    from a mirror has another records-hash and the same content hash, so the same prefix.
+    ``header`` is the env's own fields (``spec-hash``, ``kind``, ``python``, ``variables``; its
+    ``platforms`` are left out) and ``content`` this platform's (``content-hash``, ``omitted``,
+    ``commands``, ``commands-env``, and every conda and pip record with all its fields,
+    channels and URLs as the lock writes them; its own ``records-hash`` is left out). It is no
+    address: a lock whose records came from a mirror has another records-hash and the same
+    content hash, so the same prefix.
     """
     payload = {
         "scheme": HASH_SCHEME,
@@ -151,3 +161,14 @@ def venv_address(content: str, interpreter_identity: str) -> str:
     content.
     """
     return xxhash.xxh3_128_hexdigest(f"{content}|{interpreter_identity}".encode())[:24]
+
+
+def prefix_address(address: str, link: str) -> str:
+    """The address of a prefix built with ``link``: hard-linked ones keep ``address`` as it is.
+
+    A copied prefix holds the same content in files of its own: another prefix, so that no two
+    projects ever share one prefix with different link modes.
+    """
+    if link == "hardlink":
+        return address
+    return xxhash.xxh3_128_hexdigest(f"{address}|link={link}".encode())[:24]

@@ -9,7 +9,7 @@ from typing import Any
 
 from cema.errors import LockError, StaleLockError
 from cema.model.hashing import content_hash, records_hash, spec_hash
-from cema.model.spec import ProjectSpec
+from cema.model.spec import EnvSpec, ProjectSpec
 
 LOCK_FILENAME = "cema.lock"
 LOCK_VERSION = 1
@@ -102,7 +102,17 @@ class LockedPlatform:
     first read) and each package's version, not 5,000 record objects.
     """
 
-    __slots__ = ("_commands", "_conda", "_hash", "_kind", "_load", "_omitted", "_pip", "_platform")
+    __slots__ = (
+        "_commands",
+        "_commands_env",
+        "_conda",
+        "_hash",
+        "_kind",
+        "_load",
+        "_omitted",
+        "_pip",
+        "_platform",
+    )
 
     def __init__(
         self,
@@ -113,6 +123,7 @@ class LockedPlatform:
         pip: Iterable[PipRecord] = (),
         omitted: Iterable[str] = (),
         commands: Iterable[str] = (),
+        commands_env: Iterable[tuple[str, str]] = (),
     ) -> None:
         self._platform = platform
         self._kind = kind
@@ -122,6 +133,8 @@ class LockedPlatform:
         self._omitted = tuple(omitted)
         #: ``install_commands`` that run on this platform, in order (part of the content)
         self._commands = tuple(commands)
+        #: what the commands run with beyond activation (``commands_environment``; content too)
+        self._commands_env = tuple(sorted(commands_env)) if self._commands else ()
         self._hash: str | None = None
         self._load: Callable[[], tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]] | None = (
             None
@@ -137,9 +150,16 @@ class LockedPlatform:
         load: Callable[[], tuple[tuple[CondaRecord, ...], tuple[PipRecord, ...]]],
         omitted: Iterable[str] = (),
         commands: Iterable[str] = (),
+        commands_env: Iterable[tuple[str, str]] = (),
     ) -> LockedPlatform:
         """Content whose hash is known (checked before) and whose records ``load`` builds."""
-        self = cls(platform=platform, kind=kind, omitted=omitted, commands=commands)
+        self = cls(
+            platform=platform,
+            kind=kind,
+            omitted=omitted,
+            commands=commands,
+            commands_env=commands_env,
+        )
         self._conda = self._pip = None
         self._hash = content_hash
         self._load = load
@@ -183,6 +203,12 @@ class LockedPlatform:
         return self._commands
 
     @property
+    def commands_env(self) -> tuple[tuple[str, str], ...]:
+        """The variables the install commands run with beyond activation (sorted; part of the
+        content). Empty without commands, and in a lock written before they were recorded."""
+        return self._commands_env
+
+    @property
     def content_hash(self) -> str:
         """The hash of the locked content (the prefix address, interpreter aside for venvs)."""
         if self._hash is None:
@@ -193,6 +219,7 @@ class LockedPlatform:
                 conda=(r.as_dict() for r in conda),
                 pip=(r.as_dict() for r in pip),
                 commands=self._commands,
+                commands_env=self._commands_env,
             )
         return self._hash
 
@@ -201,7 +228,14 @@ class LockedPlatform:
         return next((r.version for r in self.conda if r.name == "python"), None)
 
     def _key(self) -> tuple[Any, ...]:
-        return (self._platform, self._kind, *self._records(), self._omitted, self._commands)
+        return (
+            self._platform,
+            self._kind,
+            *self._records(),
+            self._omitted,
+            self._commands,
+            self._commands_env,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LockedPlatform):
@@ -227,6 +261,8 @@ class LockedEnv:
     spec_hash: str
     kind: str
     python: str | None = None
+    #: the spec's ``variables`` (sorted), set when the env is activated; empty in older locks
+    variables: tuple[tuple[str, str], ...] = ()
     platforms: Mapping[str, LockedPlatform] = field(default_factory=dict)
 
     def for_platform(self, platform: str) -> LockedPlatform:
@@ -308,17 +344,65 @@ def check_records_hash(
         )
 
 
+# --- what install commands read -------------------------------------------------------------
+
+
+def commands_environment(
+    name: str, variables: Iterable[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
+    """What an env's install commands run with beyond activation, sorted: ``CEMA_ENV`` (its
+    name) and its spec ``variables`` (which win). It is part of the content address of a
+    prefix with commands, so that a prefix two envs share is the same for both of them."""
+    return tuple(sorted({"CEMA_ENV": name, **dict(variables)}.items()))
+
+
+def records_match(env: EnvSpec, locked: LockedEnv) -> bool:
+    """Whether ``locked`` holds what ``env`` gives beside its solve: its ``variables`` and,
+    on each platform with install commands, what they run with."""
+    if locked.variables != env.variables:
+        return False
+    expected = commands_environment(env.name, env.variables)
+    return all(p.commands_env == expected for p in locked.platforms.values() if p.commands)
+
+
+def with_spec_fields(locked: LockedEnv, env: EnvSpec) -> LockedEnv:
+    """``locked`` with ``env``'s variables and commands environment, its records unchanged (no
+    solve: a change of ``variables`` alone, or a lock written before they were recorded)."""
+    if records_match(env, locked):
+        return locked
+    expected = commands_environment(env.name, env.variables)
+    platforms = {
+        name: p
+        if not p.commands or p.commands_env == expected
+        else LockedPlatform(
+            platform=p.platform,
+            kind=p.kind,
+            conda=p.conda,
+            pip=p.pip,
+            omitted=p.omitted,
+            commands=p.commands,
+            commands_env=expected,
+        )
+        for name, p in locked.platforms.items()
+    }
+    return replace(locked, variables=env.variables, platforms=platforms)
+
+
 # --- freshness ------------------------------------------------------------------------------
 
 
 def stale_envs(project: ProjectSpec, lock: Lockfile, names: Sequence[str] = ()) -> list[str]:
-    """Names of envs whose spec changed since the lock (or that the lock lacks)."""
+    """Names of envs whose spec changed since the lock (or that the lock lacks).
+
+    A change of ``variables`` alone is one too: activation sets them, and install commands
+    read them (``records_match``); re-locking it needs no solve.
+    """
     wanted = names or sorted(project.environments)
     stale = []
     for name in wanted:
         env = project.env(name)
         locked = lock.envs.get(name)
-        if locked is None or locked.spec_hash != spec_hash(env):
+        if locked is None or locked.spec_hash != spec_hash(env) or not records_match(env, locked):
             stale.append(name)
     return stale
 
@@ -350,6 +434,9 @@ __all__ = [
     "PipRecord",
     "check_fresh",
     "check_records_hash",
+    "commands_environment",
+    "records_match",
     "stale_envs",
     "with_records_hash",
+    "with_spec_fields",
 ]

@@ -51,6 +51,8 @@ def to_doc(lock: Lockfile) -> dict[str, Any]:
         body: dict[str, Any] = {"spec-hash": env.spec_hash, "kind": env.kind}
         if env.python is not None:
             body["python"] = env.python
+        if env.variables:
+            body["variables"] = dict(env.variables)
         platforms: dict[str, Any] = {}
         for plat in sorted(env.platforms):
             content = env.platforms[plat]
@@ -64,6 +66,7 @@ def to_doc(lock: Lockfile) -> dict[str, Any]:
                 "content-hash": content.content_hash,
                 **({"omitted": sorted(content.omitted)} if content.omitted else {}),
                 **({"commands": list(content.commands)} if content.commands else {}),
+                **({"commands-env": dict(content.commands_env)} if content.commands_env else {}),
                 "conda": conda,
                 "pip": [
                     {**r.as_dict(), "url": redact_url(r.url)}
@@ -294,6 +297,11 @@ def read_lock(path: Path | str, *, cache_dir: Path | None = None, older: bool = 
     return lock
 
 
+def _pairs(mapping: Any) -> tuple[tuple[str, str], ...]:
+    """A lock's mapping of variables (absent in older locks) as sorted pairs."""
+    return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
+
+
 def _build(
     doc: Any, path: Path, *, blobs: memoryview | None = None, older: bool = False
 ) -> Lockfile:
@@ -311,6 +319,7 @@ def _build(
                 kind = str(body["kind"])
                 omitted = tuple(str(o) for o in content.get("omitted") or ())
                 commands = tuple(str(c) for c in content.get("commands") or ())
+                commands_env = _pairs(content.get("commands-env"))
                 if blobs is not None:
                     platforms[str(plat)] = LockedPlatform.deferred(
                         platform=str(plat),
@@ -319,6 +328,7 @@ def _build(
                         load=functools.partial(_cached_records, content, blobs, base, path),
                         omitted=omitted,
                         commands=commands,
+                        commands_env=commands_env,
                     )
                     continue
                 conda, pip = _records(content, base)
@@ -329,6 +339,7 @@ def _build(
                     pip=pip,
                     omitted=omitted,
                     commands=commands,
+                    commands_env=commands_env,
                 )
                 if locked.content_hash != content.get("content-hash"):
                     raise LockError(
@@ -344,6 +355,7 @@ def _build(
                 spec_hash=str(body["spec-hash"]),
                 kind=str(body["kind"]),
                 python=body.get("python"),
+                variables=_pairs(body.get("variables")),
                 platforms=platforms,
             )
     except LockError:

@@ -37,6 +37,8 @@ class Receipt:
     python: str | None = None
     engine: str = "rattler"
     created: float = 0.0
+    #: how its files came from the package caches: ``hardlink`` (shared) or ``copy`` (its own)
+    link: str = "hardlink"
 
     @classmethod
     def of(
@@ -47,10 +49,12 @@ class Receipt:
         interpreter: str | None,
         engine: str,
         created: float,
+        link: str = "hardlink",
     ) -> Receipt:
         """The receipt of a prefix built from ``content`` (every builder writes this one).
 
         ``interpreter``: a venv's base interpreter version; conda envs name their ``python``.
+        ``link``: how its files came from the package caches (``hardlink`` or ``copy``).
         """
         return cls(
             address=address,
@@ -62,6 +66,7 @@ class Receipt:
             python=interpreter or content.python_version(),
             engine=engine,
             created=created,
+            link=link,
         )
 
     def packages(self) -> dict[str, str]:
@@ -87,6 +92,10 @@ class Receipt:
             # a key of its own, not a third item in "conda": older Cemas still read the receipt
             "builds": dict(self.builds),
         }
+        if self.link != "hardlink":
+            # absent means hardlink: the receipts (and scripts) of hard-linked prefixes are as
+            # they always were
+            data["link"] = self.link
         data[DIGEST_KEY] = receipt_digest(data)
         return json.dumps(data, indent=1, sort_keys=True)
 
@@ -117,7 +126,15 @@ class Receipt:
             conda=tuple((str(n), str(v)) for n, v in data["conda"]),
             pip=tuple((str(n), str(v)) for n, v in data["pip"]),
             builds=_builds(data.get("builds", {})),
+            link=_link(data.get("link", "hardlink")),
         )
+
+
+def _link(data: Any) -> str:
+    """A receipt's ``link`` (absent in hard-linked prefixes and older receipts), checked."""
+    if data not in ("hardlink", "copy"):
+        raise ValueError("a receipt's link is hardlink or copy")
+    return str(data)
 
 
 def _builds(data: Any) -> tuple[tuple[str, str], ...]:

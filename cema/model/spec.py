@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cema._fs import MiB, read_text_capped
+from cema._paths import SPEC_FILENAME, current_platform
 from cema.errors import SpecError, UnreadableFileError
 from cema.model import _yaml
+from cema.model.pypi import PypiOptions
 from cema.model.validate import (
     FORMAT_VERSION,
     check_duplicate_keys,
@@ -25,39 +25,16 @@ if TYPE_CHECKING:
     import yaml
     from packaging.specifiers import SpecifierSet
 
-SPEC_FILENAME = "cema.yaml"
 DEFAULT_CHANNELS = ("conda-forge",)
 #: where the package name of a conda match spec ends (``numpy>=2``, ``numpy 2.*``, ``numpy[...]``)
 CONDA_NAME_END = re.compile(r"[\s=<>!~\[]")
 ENV_NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Kind = Literal["auto", "conda", "venv"]
+#: how a prefix gets its files from the package caches: shared hard links, or copies of its own
+LinkMode = Literal["hardlink", "copy"]
 #: a ``python`` request that names one version (``3.11``, ``==3.11.4``, ``3.11.*``)
 _PYTHON_VERSION = re.compile(r"^=?=?\s*(\d+(?:\.\d+)*)(\.\*)?$")
-
-
-def current_platform() -> str:
-    """The conda platform string of this machine, e.g. ``linux-64`` or ``osx-arm64``."""
-    if hasattr(os, "uname"):  # POSIX: what `platform.machine()` reads, without its import
-        machine = os.uname().machine.lower()
-    else:  # pragma: no cover - Windows
-        import platform
-
-        machine = platform.machine().lower()
-    arch = {
-        "x86_64": "64",
-        "amd64": "64",
-        "aarch64": "aarch64",
-        "arm64": "arm64",
-        "ppc64le": "ppc64le",
-    }.get(machine, machine)
-    if sys.platform.startswith("linux"):
-        return f"linux-{arch}"
-    if sys.platform == "darwin":
-        return "osx-arm64" if arch in ("arm64", "aarch64") else "osx-64"
-    if sys.platform == "win32":
-        return "win-arm64" if arch in ("arm64", "aarch64") else "win-64"
-    return f"{sys.platform}-{arch}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -128,6 +105,8 @@ class EnvSpec:
     variables: tuple[tuple[str, str], ...] = ()
     kind: Kind = "auto"
     install_commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    link: LinkMode = "hardlink"
+    pypi_options: PypiOptions | None = None
 
     def commands_for(self, platform: str) -> tuple[str, ...]:
         """The install commands that run on ``platform`` (``all`` first)."""
@@ -160,6 +139,7 @@ class ProjectSpec:
     platforms: tuple[str, ...] = ()
     store: str | None = None
     engine: str = "rattler"
+    link: LinkMode = "hardlink"  # the default of envs that do not set their own
 
     @property
     def root(self) -> Path:
@@ -270,8 +250,17 @@ def project_from_dict(
 def _project_from_validated(data: Any, *, path: Path | None) -> ProjectSpec:
     channels = tuple(data.get("channels", DEFAULT_CHANNELS))
     platforms = tuple(data.get("platforms", (current_platform(),)))
+    link = data.get("link", "hardlink")
+    base = path.parent if path is not None else None
     envs = {
-        name: _env_from_validated(name, body or {}, channels=channels, platforms=platforms)
+        name: _with_pypi_options(
+            _env_from_validated(
+                name, {"link": link, **(body or {})}, channels=channels, platforms=platforms
+            ),
+            PypiOptions.from_data(
+                data.get("pypi-options"), (body or {}).get("pypi-options"), base=base
+            ),
+        )
         for name, body in sorted(data["environments"].items())
     }
     return ProjectSpec(
@@ -281,7 +270,12 @@ def _project_from_validated(data: Any, *, path: Path | None) -> ProjectSpec:
         platforms=platforms,
         store=data.get("store"),
         engine=data.get("engine", "rattler"),
+        link=link,
     )
+
+
+def _with_pypi_options(env: EnvSpec, options: PypiOptions | None) -> EnvSpec:
+    return env if options is None else replace(env, pypi_options=options)
 
 
 def _env_from_validated(
@@ -303,6 +297,7 @@ def _env_from_validated(
             for key in COMMAND_KEYS
             if body.get("install_commands", {}).get(key)
         ),
+        link=body.get("link", "hardlink"),
     )
 
 
@@ -367,6 +362,10 @@ def dump_project(project: ProjectSpec) -> str:
             body["kind"] = env.kind
         if env.install_commands:
             body["install_commands"] = {k: list(v) for k, v in env.install_commands}
+        if env.link != project.link:
+            body["link"] = env.link
+        if env.pypi_options is not None:
+            body["pypi-options"] = env.pypi_options.to_data()
         envs[name] = body
     doc: dict[str, Any] = {
         "version": FORMAT_VERSION,
@@ -377,6 +376,8 @@ def dump_project(project: ProjectSpec) -> str:
         doc["store"] = project.store
     if project.engine != "rattler":
         doc["engine"] = project.engine
+    if project.link != "hardlink":
+        doc["link"] = project.link
     doc["environments"] = envs
     import yaml
 
@@ -418,6 +419,7 @@ __all__ = [
     "Dependency",
     "EnvSpec",
     "Kind",
+    "LinkMode",
     "ProjectSpec",
     "check_env_name",
     "conda_name",

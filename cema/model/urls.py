@@ -84,7 +84,9 @@ def to_portable(url: str, base: Path | None) -> str:
     return _portable_folder(folder, str(base)) + name
 
 
+@functools.lru_cache(maxsize=1024)
 def _portable_folder(folder_url: str, base: str) -> str:
+    # both absolute (a file URL's path, the lock's resolved folder): no cwd involved
     try:
         rel = os.path.relpath(file_url_path(folder_url), base).replace(os.sep, "/")
     except ValueError:  # another drive (Windows): no relative path, keep the URL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,7 @@ def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = No
     """Raise ``SpecError`` for the first (most relevant) schema violation in ``data``."""
     import jsonschema
 
+    _check_other_format(data, file=file, root=root)
     validator = jsonschema.Draft202012Validator(_schema())
     errors = list(validator.iter_errors(data))
     if errors:
@@ -158,6 +160,33 @@ def validate(data: Any, *, file: Path | None = None, root: yaml.Node | None = No
         best = jsonschema.exceptions.best_match(e for e in errors if line(e) == first)
         raise _describe(best or errors[0], root, file)
     _check_requirements(data, file=file, root=root)
+
+
+#: the start of a requirements line: a distribution name, or a pip option (``-r``, ``--hash``)
+_REQUIREMENT_START = re.compile(r"^(-|[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[|[<>=!~;@(]|\s|$))")
+
+
+def _check_other_format(data: Any, *, file: Path | None, root: yaml.Node | None) -> None:
+    """Refuse an environment.yml or requirements file saved as ``cema.yaml``, naming the fix."""
+    if isinstance(data, dict) and "environments" not in data:
+        found = [k for k in ("dependencies", "name", "prefix") if k in data]
+        if not found:
+            return
+        kind, example = "a conda environment.yml", "environment.yml"
+        node = _key_node(root, [], found[0])
+        key: str | None = found[0]
+    elif isinstance(data, str) and _REQUIREMENT_START.match(data.strip()):
+        kind, example, node, key = "a pip requirements file", "requirements.txt", root, None
+    else:
+        return
+    raise SpecError(
+        f"this looks like {kind}, not a cema.yaml (it has no `environments`)",
+        file=file,
+        line=node.start_mark.line + 1 if node is not None else None,
+        key=key,
+        hint=f"`cema import FILE` writes a cema.yaml from it: `mv {file.name if file else 'FILE'}"
+        f" {example} && cema import {example}`.",
+    )
 
 
 def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None) -> None:
@@ -194,6 +223,25 @@ def _check_requirements(data: Any, *, file: Path | None, root: yaml.Node | None)
                 ) from None
 
 
+def error_at(
+    file: Path | None, parts: Sequence[str | int], message: str, *, hint: str | None = None
+) -> SpecError:
+    """A ``SpecError`` at ``parts`` of ``file``, its line looked up now (for checks made after
+    loading: the YAML is parsed again only on this error path)."""
+    line = None
+    if file is not None:
+        from cema._fs import read_text_capped
+        from cema.model import _yaml
+
+        try:
+            root, _ = _yaml.load(read_text_capped(file, 64 * 1024 * 1024))
+            node = node_at(root, parts)
+            line = node.start_mark.line + 1 if node is not None else None
+        except Exception:  # the file changed since, or cannot be read: no line then
+            line = None
+    return SpecError(message, file=file, line=line, key=key_path(parts), hint=hint)
+
+
 def _validated_copy(text: str) -> Path:
     import xxhash
 
@@ -223,7 +271,10 @@ def validated_document(text: str) -> Any | None:
 def remember_validated(text: str, data: Any) -> None:
     """Keep the data of a text that passed every check (when JSON holds it exactly)."""
     from cema._fs import atomic_write
+    from cema.model.urls import URL_USERINFO
 
+    if URL_USERINFO.search(text):  # a password in an index URL: no copy of it in the cache
+        return
     try:
         encoded = json.dumps(data)
         if json.loads(encoded) != data:  # YAML dates, non-string keys...: parse again each time

@@ -43,17 +43,24 @@ FOLDER_PREFIX = "cema-worker-"
 log = logging.getLogger(__name__)
 
 
-def clean_orphans(tmp: Path | None = None) -> None:
-    """Remove what killed hosts (and their workers) left: worker folders and segments."""
+def clean_orphans(tmp: Path | None = None, *, dry_run: bool = False) -> list[Path]:
+    """Remove what killed hosts (and their workers) left: worker folders and segments.
+
+    Returns what it removed (``dry_run``: what it would remove); ``cema gc`` says it.
+    """
     root = Path(tmp or tempfile.gettempdir())
+    found: list[Path] = []
     with contextlib.suppress(OSError):
-        for folder in root.glob(f"{FOLDER_PREFIX}*-*"):
+        for folder in sorted(root.glob(f"{FOLDER_PREFIX}*-*")):
             pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
             if pid.isdigit() and not protocol.alive(int(pid)):
-                protocol.unlink_orphans(str(folder))  # spilled segments, whoever owns them
-                shutil.rmtree(folder, ignore_errors=True)
+                found.append(folder)
+                if not dry_run:
+                    protocol.unlink_orphans(str(folder))  # spilled segments, whoever owns them
+                    shutil.rmtree(folder, ignore_errors=True)
     if protocol.POOLED:
-        protocol.unlink_orphans()
+        found += [Path(path) for path in protocol.unlink_orphans(dry_run=dry_run)]
+    return found
 
 
 class Channel(Protocol):

@@ -281,24 +281,6 @@ def test_import_requirements_follows_includes_comments_and_markers(
     assert "note:" in proc.stderr  # what was left out is said
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "--index-url https://user:pw@private.example/simple",
-        "--extra-index-url=https://x/simple",
-        "-f ./wheels",
-    ],
-)
-def test_import_refuses_index_lines_naming_the_line(tmp_path: Path, run_cema, line: str) -> None:
-    source = write(tmp_path / "requirements.txt", f"six\n{line}\n")
-    proc = run_cema("import", source, cwd=tmp_path, check=False)
-    assert proc.returncode == 1
-    assert f"error: {source}:2: " in proc.stderr
-    assert "UV_INDEX_URL" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "cema.yaml").exists()
-
-
 def test_import_pixi_maps_features_and_environments(tmp_path: Path, run_cema) -> None:
     source = write(
         tmp_path / "pixi.toml",

@@ -6,13 +6,16 @@ from collections.abc import Mapping, Sequence
 
 from cema.engines.micromamba.common import (
     DONE_MARKER,
+    MAMBA_COPY,
     MICROMAMBA_ROOT,
+    UV_COPY,
     ResolvedEnv,
     _bash_word,
     _Part,
     _python_in,
     _Secrets,
     bash_quote,
+    copies,
     explicit_lines,
     pip_lines,
     receipt_for,
@@ -74,6 +77,7 @@ def _bash_lines(parts_lines: Sequence[Sequence[_Part]], target: str) -> list[str
 def _bash_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: float) -> list[str]:
     a = item.address
     content = item.content
+    copy = copies(item)
     prefix = f'"$STORE/envs/{a}"'
     python = '"' + _python_in(f"$STORE/envs/{a}", content, "/") + '"'
     out = [
@@ -99,7 +103,7 @@ def _bash_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: fl
         body += _bash_lines([secrets.split(line) for line in lines], f'"$WORK/{a}.explicit.txt"')
         body.append(
             f'"$MAMBA" create --yes --root-prefix "$ROOT" --prefix {prefix}'
-            f' --file "$WORK/{a}.explicit.txt"'
+            f' --file "$WORK/{a}.explicit.txt"' + (MAMBA_COPY if copy else "")
         )
     if content.pip:
         body += _bash_lines(
@@ -107,19 +111,24 @@ def _bash_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: fl
         )
         install = (
             f'"$UV" pip install --no-progress --no-deps --require-hashes --python {python}'
-            f' -r "$WORK/{a}.pip.txt"'
+            f' -r "$WORK/{a}.pip.txt"' + (UV_COPY if copy else "")
         )
         if content.kind == "venv":
             body.append(f"VIRTUAL_ENV={prefix} {install}")
         else:  # in the activated env, as the embedded engine does
             body.append(f'"$MAMBA" run --root-prefix "$ROOT" --prefix {prefix} {install}')
     body.append(f"cema_hook activation-cache {prefix} {content.kind}")
+    # what the commands read beyond activation, as the embedded engine gives it (older locks:
+    # CEMA_ENV alone)
+    given = " ".join(
+        f"{k}={bash_quote(v)}" for k, v in content.commands_env or [("CEMA_ENV", item.env)]
+    )
     for command in content.commands:  # install commands, in the activated prefix, in order
         runner = (
-            f"(cd {prefix} && CEMA_ENV={bash_quote(item.env)} VIRTUAL_ENV={prefix} "
+            f"(cd {prefix} && {given} VIRTUAL_ENV={prefix} "
             f'PATH={prefix}/bin:"$PATH" /bin/sh -c {bash_quote(command)})'
             if content.kind == "venv"
-            else f'(cd {prefix} && CEMA_ENV={bash_quote(item.env)} "$MAMBA" run --root-prefix'
+            else f'(cd {prefix} && {given} "$MAMBA" run --root-prefix'
             f' "$ROOT" --prefix {prefix} /bin/sh -c {bash_quote(command)})'
         )
         body.append(runner)

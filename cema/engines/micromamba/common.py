@@ -212,6 +212,16 @@ def pip_lines(records: Iterable[PipRecord]) -> list[str]:
     return [f"{r.name} @ {r.url} --hash=sha256:{r.sha256}" for r in records]
 
 
+def copies(item: ResolvedEnv) -> bool:
+    """True for an env built with ``link: copy``; one that names no ``link`` is hard-linked."""
+    return getattr(item, "link", "hardlink") == "copy"
+
+
+#: what makes micromamba and uv copy files instead of hard-linking them from their caches
+MAMBA_COPY = " --always-copy"
+UV_COPY = " --link-mode copy"
+
+
 def receipt_for(item: ResolvedEnv, *, created: float) -> Receipt:
     """The receipt the script writes last (same JSON as the embedded engine's)."""
     return Receipt.of(
@@ -220,6 +230,7 @@ def receipt_for(item: ResolvedEnv, *, created: float) -> Receipt:
         interpreter=item.interpreter.version if item.interpreter else None,
         engine=ENGINE_NAME,
         created=created,
+        link="copy" if copies(item) else "hardlink",
     )
 
 

@@ -121,6 +121,8 @@ class MicromambaEngine:
                 "--file",
                 explicit,
             ]
+            if step.link == "copy":  # files of the prefix's own, none shared with the cache
+                argv.append("--always-copy")
 
             def on_line(line: str) -> None:
                 log.info("%s", line)

@@ -6,12 +6,15 @@ from collections.abc import Mapping, Sequence
 
 from cema.engines.micromamba.common import (
     DONE_MARKER,
+    MAMBA_COPY,
     MICROMAMBA_ROOT,
+    UV_COPY,
     ResolvedEnv,
     _Part,
     _ps_word,
     _python_in,
     _Secrets,
+    copies,
     explicit_lines,
     pip_lines,
     powershell_quote,
@@ -82,6 +85,7 @@ def _ps_lines(parts_lines: Sequence[Sequence[_Part]], target: str) -> list[str]:
 def _ps_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: float) -> list[str]:
     a = item.address
     content = item.content
+    copy = copies(item)
     prefix = f'"$Store\\envs\\{a}"'
     python = '"' + _python_in(f"$Store\\envs\\{a}", content, "\\") + '"'
     body: list[str] = [
@@ -103,7 +107,7 @@ def _ps_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: floa
         body += _ps_lines([secrets.split(line) for line in lines], f'"$Work\\{a}.explicit.txt"')
         body += [
             f"& $Mamba create --yes --root-prefix $Root --prefix {prefix}"
-            f' --file "$Work\\{a}.explicit.txt"',
+            f' --file "$Work\\{a}.explicit.txt"' + (MAMBA_COPY if copy else ""),
             f"Assert-CemaExit {powershell_quote('micromamba create for ' + item.env)}",
         ]
     if content.pip:
@@ -112,7 +116,7 @@ def _ps_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: floa
         )
         install = (
             f"$Uv pip install --no-progress --no-deps --require-hashes --python {python}"
-            f' -r "$Work\\{a}.pip.txt"'
+            f' -r "$Work\\{a}.pip.txt"' + (UV_COPY if copy else "")
         )
         if content.kind == "venv":
             body += [f"$env:VIRTUAL_ENV = {prefix}", f"& {install}"]
@@ -124,7 +128,10 @@ def _ps_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: floa
     for command in content.commands:  # install commands, in the activated prefix, in order
         body += [
             f"Push-Location {prefix}",
-            f"$env:CEMA_ENV = {powershell_quote(item.env)}",
+            *(
+                f"$env:{k} = {powershell_quote(v)}"
+                for k, v in content.commands_env or [("CEMA_ENV", item.env)]
+            ),
             f"& $Mamba run --root-prefix $Root --prefix {prefix} cmd.exe /d /c"
             f" {powershell_quote(command)}",
             f"Assert-CemaExit {powershell_quote('the install command ' + command)}",
