@@ -199,17 +199,16 @@ def _environment(request: _Request, prefix: Path) -> Environment:
 
 @cache
 def _ray_closure() -> tuple[metadata.Distribution, ...]:
-    """``ray`` and what it requires (no extras), as installed here."""
+    """``ray`` and its requirements (no extras) as a worker sees them, not as Ray's agent does."""
     seen: dict[str, metadata.Distribution] = {}
-    todo = ["ray"]
+    todo = ["ray"]  # the agent's sys.path has Ray's vendored copies first (thirdparty_files)
+    where = [p for p in sys.path if not Path(p).is_relative_to(Path(ray.__file__).parent)]
     while todo:
         name = canonicalize_name(todo.pop())
-        if name in seen:
+        found = [] if name in seen else list(metadata.distributions(name=name, path=where))
+        if not found:
             continue
-        try:
-            seen[name] = dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
+        seen[name] = dist = found[0]
         for text in dist.requires or ():
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
@@ -238,9 +237,10 @@ def _ray_overlay(store: Store, address: str, environment: Environment) -> Path:
     target = store.root / "ray" / "overlays" / f"{address}-ray{ray.__version__}"
     if target.is_dir():
         return target
-    assert environment.prefix is not None
-    found = environment.prefix.glob("[Ll]ib/*site-packages/*.dist-info")
-    has = {canonicalize_name(d.name.split("-")[0]) for d in found}
+    prefix = environment.prefix
+    assert prefix is not None
+    patterns = ("lib/python*/site-packages/*.dist-info", "Lib/site-packages/*.dist-info")
+    has = {canonicalize_name(d.name.split("-")[0]) for p in patterns for d in prefix.glob(p)}
     staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -295,10 +295,10 @@ class CemaRuntimeEnvPlugin(RuntimeEnvPlugin):  # type: ignore[misc, unused-ignor
 
     def get_uris(self, runtime_env: Any) -> list[str]:
         """One URI: the env's prefix address on this node (none for a bad field: ``validate``
-        reports it; Ray asks for URIs first, where an exception is an HTTP 500)."""
+        reports it; Ray asks every plugin of every runtime_env, where an exception is a 500)."""
         try:
             return [URI_SCHEME + _address(_request(runtime_env[NAME]))]
-        except CemaError:
+        except (CemaError, KeyError):  # KeyError: no ``cema`` field (a ``pip`` one, say)
             return []
 
     async def create(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 import cema  # noqa: E402
 from cema.errors import EnvNotFoundError, StaleLockError  # noqa: E402
 from cema.ray import PLUGINS_ENV_VAR, in_env, plugin_config, runtime_env  # noqa: E402
+from tests.channel_builder import index_channel, python_package, write_package  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -190,6 +193,58 @@ def test_a_raw_field_is_checked_by_the_plugin_on_the_node(cluster: Any, lock_pat
 def test_a_raw_field_with_a_lock_path_works(cluster: Any, lock_path: Path) -> None:
     field = {"cema": {"lock": str(lock_path), "env": "demo2"}}
     assert get(where_am_i.options(runtime_env=field).remote())["version"] == "2.0"
+
+
+@ray.remote
+def variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_other_runtime_envs_still_work_where_the_plugin_is_loaded(cluster: Any) -> None:
+    # Ray asks every loaded plugin for the URIs of every runtime_env, with or without `cema`
+    field = {"env_vars": {"CEMA_RAY_OTHER": "not cema"}}
+    assert get(variable.options(runtime_env=field).remote("CEMA_RAY_OTHER")) == "not cema"
+
+
+@pytest.fixture(scope="module")
+def idna_lock(conda_forge_channel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An env of the host's python and conda-forge's idna 3.6 (the host has another idna)."""
+    folder = tmp_path_factory.mktemp("ray-idna")
+    channel = folder / "channel"
+    shutil.copytree(conda_forge_channel, channel)
+    write_package(python_package(), channel)
+    index_channel(channel)
+    (folder / "cema.yaml").write_text(
+        f'version: 1\nchannels: ["{channel}"]\nenvironments:\n  idna:\n'
+        '    conda: [python, "idna=3.6"]\n',
+        encoding="utf-8",
+    )
+    project = cema.Project.load(folder, store=folder / "lock-store")
+    project.lock()
+    return project.lock_path
+
+
+@ray.remote
+def idna_here() -> tuple[str, str]:
+    import idna
+
+    return idna.__version__, idna.__file__
+
+
+@pytest.mark.shared
+def test_the_env_keeps_its_own_copy_of_a_package_ray_needs(cluster: Any, idna_lock: Path) -> None:
+    # ray needs idna (through requests): the node lends its copy only to an env without one
+    assert importlib.util.find_spec("idna") is not None
+    env = runtime_env(idna_lock, "idna")
+    version, path = get(idna_here.options(runtime_env=env).remote())
+    assert version == "3.6"
+    assert "/envs/" in Path(path).as_posix()
+
+
+def test_a_lent_package_is_the_node_s_own_copy(cluster: Any, lock_path: Path) -> None:
+    # not the copy Ray vendors for its runtime_env agent, where the plugin runs
+    version, _ = get(idna_here.options(runtime_env=runtime_env(lock_path, "demo")).remote())
+    assert version == importlib.metadata.version("idna")
 
 
 # --- in_env: the task stays in the host's env -------------------------------------------------
