@@ -138,7 +138,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(output.lock_json(project, diff, written=True))
     elif not args.quiet:
-        print("\n".join(diff.lines() if diff else ["no change"]))
+        from cema.cli.progress import change_role, paint
+
+        for line in diff.lines() if diff else ["no change"]:
+            print(paint(line, change_role(line), sys.stdout))
         envs = output.plural(len(lock.envs), "environment")
         print(f"locked {envs} into {project.lock_path}")
     return 0

@@ -185,6 +185,11 @@ def test_summaries_are_coloured_on_a_tty(
     assert code == 0, out
     assert "  \x1b[32m  + cemahello 1.0\x1b[0m" in out  # what the lock added, in green
     assert "\x1b[32mcreate\x1b[0m  hello (conda) -> " in out  # the plan's verb
+    # and `cema lock` prints what changed in the same colours
+    (folder / "cema.lock").unlink()
+    code, out = in_pty(cema_command("lock"), cwd=folder, env=tty_environ(store.root, tmp_path))
+    assert code == 0, out
+    assert "\x1b[32m  + cemahello 1.0\x1b[0m" in out
 
 
 # --- off ----------------------------------------------------------------------------------------
