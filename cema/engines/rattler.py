@@ -17,7 +17,7 @@ import rattler
 import rattler.exceptions as rattler_errors
 
 from cema.engines.builder import BuildStep, Reporter
-from cema.engines.rattler_progress import InstallEvents
+from cema.engines.rattler_progress import install_reporter
 from cema.errors import DiskFullError, EngineError, SolveError
 from cema.model.lock import CondaRecord
 from cema.model.urls import file_url_path
@@ -421,7 +421,8 @@ class RattlerEngine:
                     alternative_target_prefix=step.final,
                     cache_dir=step.package_cache,
                     platform=rattler.Subdir(step.platform),
-                    reporter=InstallEvents(reporter, label=f"{step.env}: linking"),
+                    reporter=install_reporter(reporter, label=f"{step.env}: linking"),
+                    show_progress=False,
                     execute_link_scripts=False,
                     config=_link_config(step.link),
                 )

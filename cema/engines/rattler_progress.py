@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cema.engines.builder import Reporter
+from cema.engines.builder import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
 
@@ -126,4 +126,10 @@ class InstallEvents:
             return self._names.get(token, "?")
 
 
-__all__ = ["InstallEvents"]
+def install_reporter(reporter: Reporter, *, label: str) -> InstallEvents | None:
+    """What to pass as ``rattler.install(reporter=...)``: None when nothing is shown (a plain
+    ``NullReporter``), so that rattler calls back into Python for nothing."""
+    return None if type(reporter) is NullReporter else InstallEvents(reporter, label=label)
+
+
+__all__ = ["InstallEvents", "install_reporter"]
