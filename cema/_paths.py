@@ -24,6 +24,11 @@ def default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cema"
 
 
+def pyenv_versions_dir() -> Path:
+    """Where pyenv keeps its interpreters: ``$PYENV_ROOT/versions``, else ``~/.pyenv/versions``."""
+    return Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+
+
 def current_platform() -> str:
     """The conda platform string of this machine, e.g. ``linux-64`` or ``osx-arm64``."""
     if hasattr(os, "uname"):  # POSIX: what `platform.machine()` reads, without its import

@@ -10,8 +10,11 @@ from __future__ import annotations
 # next ``cema sync`` (``check``) reads the two texts, hashes them, and stats each receipt and the
 # project's registration. Anything different (a byte of the spec or the lock, a receipt written
 # or replaced, which changes its ctime, a prefix gone, another store, a new Cema) and the long
-# way runs, and decides as it always did. Like pixi's environment file: a cache of a verdict,
-# never a second way to decide it. Written only when it changes, so a no-op writes nothing.
+# way runs, and decides as it always did. A venv's address also depends on the interpreter
+# chosen for it (the running one, else the newest of pyenv's, else uv's): a project with venvs
+# keeps those candidates too, and the folder of each venv's base interpreter as a witness.
+# Like pixi's environment file: a cache of a verdict, never a second way to decide it. Written
+# only when it changes, so a no-op writes nothing.
 import contextlib
 import json
 import os
@@ -20,15 +23,12 @@ from pathlib import Path
 
 import xxhash
 
-from cema._fs import MiB, atomic_write, read_capped, stat_signature
-from cema._paths import current_platform, default_home, find_spec_file
+from cema._fs import LOCK_LIMIT, SPEC_LIMIT, MiB, atomic_write, read_capped, stat_signature
+from cema._paths import current_platform, default_home, find_spec_file, pyenv_versions_dir
 from cema._version import __version__
 
-#: the spec and lock are read with the caps of their own readers (larger: the long way decides)
-SPEC_LIMIT = 4 * MiB
-LOCK_LIMIT = 64 * MiB
 _STAMP_LIMIT = 16 * MiB
-_FORMAT = 1
+_FORMAT = 2
 
 #: the shapes of ``cema ...`` that may be answered from the stamp: only these flags, and `sync`
 _SWITCHES = frozenset({"-q", "--quiet", "--locked", "--frozen"})
@@ -60,22 +60,49 @@ def _key(spec_file: Path, spec: bytes, lock_file: Path, lock: bytes, store: str 
     return digest.hexdigest()
 
 
+def _pythons() -> list[str]:
+    """What choosing a venv's interpreter looks at first: the running one, pyenv's versions."""
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    try:
+        pyenv = sorted(entry.name for entry in pyenv_versions_dir().iterdir())
+    except OSError:
+        pyenv = []
+    return [base, ".".join(map(str, sys.version_info[:3])), *pyenv]
+
+
+def _venv_home(prefix: Path) -> str | None:
+    """The folder of a venv's base interpreter (``home`` in ``pyvenv.cfg``), None for conda."""
+    try:
+        text = read_capped(prefix / "pyvenv.cfg", MiB).decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            return value.strip()
+    return None
+
+
 def record(
     spec_file: Path,
     lock_file: Path,
     *,
     store: str | None,
     witnesses: dict[str, list[int]],
+    prefixes: list[Path],
     count: int,
 ) -> None:
     """Keep "``count`` envs up to date" for this spec, lock and ``--store``, if it changed.
 
     ``witnesses``: every file whose change must send the next sync the long way (receipts,
-    the registration) with the stat its soundness was checked at. Best effort: a cache.
+    the registration) with the stat its soundness was checked at; ``prefixes``: the envs'
+    prefixes (a venv among them adds its interpreters). Best effort: a cache.
     """
     try:
         spec = read_capped(spec_file, SPEC_LIMIT)
         lock = read_capped(lock_file, LOCK_LIMIT)
+        homes = {home for home in map(_venv_home, prefixes) if home is not None}
+        files = {**witnesses, **{home: stat_signature(Path(home)) for home in homes}}
     except OSError:
         return
     data = {
@@ -83,7 +110,8 @@ def record(
         "key": _key(spec_file, spec, lock_file, lock, store),
         "lock": str(lock_file),
         "count": count,
-        "files": dict(sorted(witnesses.items())),
+        "pythons": _pythons() if homes else None,
+        "files": dict(sorted(files.items())),
     }
     path = _stamp_path(spec_file, store)
     text = json.dumps(data, indent=1)
@@ -146,6 +174,8 @@ def check(argv: list[str]) -> bool:
         spec = read_capped(spec_file, SPEC_LIMIT)
         lock = read_capped(lock_file, LOCK_LIMIT)
         if data["key"] != _key(spec_file, spec, lock_file, lock, store):
+            return False
+        if data["pythons"] is not None and data["pythons"] != _pythons():
             return False
         for name, seen in data["files"].items():
             if stat_signature(Path(name)) != seen:

@@ -219,6 +219,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 project.lock_path,
                 store=args.store,
                 witnesses=witnesses,
+                prefixes=list(result.prefixes.values()),
                 count=len(result.prefixes),
             )
     return 0

@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from cema import _proc
+from cema._paths import pyenv_versions_dir
 from cema.errors import (
     CemaError,
     CommandFailedError,
@@ -80,7 +81,7 @@ class Interpreter:
 
 
 def _pyenv_candidates() -> list[Interpreter]:
-    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    root = pyenv_versions_dir()
     out = []
     if root.is_dir():
         for entry in root.iterdir():

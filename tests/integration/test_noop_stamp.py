@@ -16,7 +16,9 @@ from tests.integration.test_core_sync import demo_yaml, synced_prefix, tree_snap
 UP_TO_DATE = "1 environment(s) up to date."
 
 
-def _models_loaded(folder: Path, store: cema.Store, *argv: str) -> tuple[str, list[str]]:
+def _models_loaded(
+    folder: Path, store: cema.Store, *argv: str, env: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
     """Run `cema ARGV` in-process in a fresh interpreter: its output and the model modules it
     imported (the long way imports the spec, lock and plan models; the stamp none of them)."""
     code = (
@@ -32,7 +34,7 @@ def _models_loaded(folder: Path, store: cema.Store, *argv: str) -> tuple[str, li
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=folder,
-        env=cema_environ(store.root),
+        env=cema_environ(store.root, env),
         capture_output=True,
         text=True,
         check=True,
@@ -123,3 +125,21 @@ def test_a_stale_stamp_is_never_believed(
     out = run_cema("sync", cwd=folder, env={"CEMA_LOCKED": "maybe"}, check=False)
     assert out.returncode == 1
     assert "CEMA_LOCKED='maybe' is not a yes or no" in out.stderr
+
+
+def test_a_venv_s_stamp_holds_only_while_its_interpreters_do(
+    make_project, run_cema, store: cema.Store, tmp_path: Path
+) -> None:
+    # a venv's address depends on the interpreter chosen for it: the running one, else the
+    # newest of pyenv's; a new pyenv version could change that choice, so the long way decides
+    pyenv = tmp_path / "pyenv"
+    (pyenv / "versions").mkdir(parents=True)
+    env = {"PYENV_ROOT": str(pyenv)}
+    folder = make_project('version: 1\nenvironments:\n  bare: {kind: venv, python: "3"}\n')
+    run_cema("sync", cwd=folder, env=env)
+    printed, models = _models_loaded(folder, store, "sync", env=env)
+    assert (printed, models) == (UP_TO_DATE, [])
+    (pyenv / "versions" / "3.99.0").mkdir()
+    printed, models = _models_loaded(folder, store, "sync", env=env)
+    assert printed == UP_TO_DATE
+    assert "cema.model.lock" in models
