@@ -60,6 +60,10 @@ def atomic_write(
 
 
 MiB = 2**20
+#: the largest ``cema.yaml`` read (a project of hundreds of envs is well under 1 MiB)
+SPEC_LIMIT = 4 * MiB
+#: the largest ``cema.lock`` read (thousands of envs of hundreds of packages fit)
+LOCK_LIMIT = 64 * MiB
 _CHUNK = MiB
 _KINDS = (
     (stat.S_ISDIR, "a folder"),

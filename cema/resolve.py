@@ -337,7 +337,8 @@ def venv_python_version(env: EnvSpec, kept: str | None = None) -> str:
     before) while ``python`` allows it, else the newest local match (said so: kept on re-lock)."""
     if env.python and _PLAIN_VERSION.match(env.python.strip()):
         return ".".join(env.python.strip().split(".")[:2])
-    if kept and _PLAIN_VERSION.match(kept) and Version(kept) in version_request(env.python):
+    allowed = version_request(env.python)
+    if kept and _PLAIN_VERSION.match(kept) and any(f"{kept}.{p}" in allowed for p in range(64)):
         return kept  # a re-lock on another machine, or a bare --upgrade, does not flip it
     # locking never downloads an interpreter: a range picks the newest one on this machine
     found = ".".join(uv.find_interpreter(env.python, download=False).version.split(".")[:2])

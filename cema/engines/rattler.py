@@ -342,7 +342,7 @@ class RattlerEngine:
             return None
         known = {n.normalized for n in names}
         for spec, name in wanted:
-            if name in known:
+            if name in known or name.startswith("__"):  # a virtual package is in no channel
                 continue
             import difflib
 

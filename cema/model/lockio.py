@@ -11,7 +11,7 @@ from typing import Any
 
 import xxhash
 
-from cema._fs import MiB, atomic_write, read_capped, read_text_capped
+from cema._fs import LOCK_LIMIT, atomic_write, read_capped, read_text_capped
 from cema.errors import LockError, UnreadableFileError
 from cema.model import _yaml
 from cema.model.lock import (
@@ -29,8 +29,6 @@ from cema.model.lock import (
 from cema.model.urls import from_portable, redact_url, to_portable
 from cema.model.validate import key_path, node_at, short
 
-#: the largest ``cema.lock`` read (thousands of envs of hundreds of packages fit)
-LOCK_LIMIT = 64 * MiB
 _HAND_EDITED = "it was probably edited by hand or by another tool: run `cema lock` to rewrite it."
 
 _HEADER = (

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cema._fs import MiB, read_text_capped
+from cema._fs import SPEC_LIMIT, MiB, read_text_capped
 from cema._paths import SPEC_FILENAME, current_platform
 from cema.errors import SpecError, UnreadableFileError
 from cema.model import _yaml
@@ -167,10 +167,6 @@ class ProjectSpec:
 
 
 # --- loading ------------------------------------------------------------------------------
-
-
-#: the largest ``cema.yaml`` read (a project of hundreds of envs is well under 1 MiB)
-SPEC_LIMIT = 4 * MiB
 
 
 def _read_text(path: Path) -> str:

@@ -230,11 +230,11 @@ def error_at(
     loading: the YAML is parsed again only on this error path)."""
     line = None
     if file is not None:
-        from cema._fs import read_text_capped
+        from cema._fs import SPEC_LIMIT, read_text_capped
         from cema.model import _yaml
 
         try:
-            root, _ = _yaml.load(read_text_capped(file, 64 * 1024 * 1024))
+            root, _ = _yaml.load(read_text_capped(file, SPEC_LIMIT))
             node = node_at(root, parts)
             line = node.start_mark.line + 1 if node is not None else None
         except Exception:  # the file changed since, or cannot be read: no line then

@@ -115,3 +115,15 @@ def test_a_version_no_channel_has_still_says_which_spec(
     proc = run_cema("lock", cwd=folder, check=False)
     assert_user_error(proc, "cemademo", "cannot be resolved")
     assert "no package named" not in proc.stderr
+
+
+def test_a_missing_virtual_package_is_not_called_a_missing_package(
+    local_channel: Path, make_project, run_cema
+) -> None:
+    # a virtual package (`__cuda`) is never in a channel: the machine lacks it, and the solver
+    # says so; "no package named '__cuda'" would send the user looking in the wrong place
+    folder = make_project(_spec(local_channel, '    conda: [python, "__cuda>=99"]'))
+    proc = run_cema("lock", cwd=folder, check=False, env={"CONDA_OVERRIDE_CUDA": ""})
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error:")
+    assert "no package named" not in proc.stderr

@@ -49,6 +49,7 @@ class FakeEnv:
     address: str
     content: LockedPlatform
     interpreter: FakeInterpreter | None = None
+    link: str = "hardlink"
 
 
 def conda(name: str, version: str, *, depends: tuple[str, ...] = (), url: str = "") -> CondaRecord:

@@ -15,7 +15,6 @@ from cema.engines.micromamba.common import (
     _python_in,
     _Secrets,
     bash_quote,
-    copies,
     explicit_lines,
     pip_lines,
     receipt_for,
@@ -77,7 +76,7 @@ def _bash_lines(parts_lines: Sequence[Sequence[_Part]], target: str) -> list[str
 def _bash_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: float) -> list[str]:
     a = item.address
     content = item.content
-    copy = copies(item)
+    copy = item.link == "copy"
     prefix = f'"$STORE/envs/{a}"'
     python = '"' + _python_in(f"$STORE/envs/{a}", content, "/") + '"'
     out = [

@@ -61,6 +61,11 @@ class ResolvedEnv(Protocol):
         """The base interpreter of a venv (None for conda envs)."""
         ...
 
+    @property
+    def link(self) -> str:
+        """``hardlink`` (files shared with the package caches) or ``copy``."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Script:
@@ -212,11 +217,6 @@ def pip_lines(records: Iterable[PipRecord]) -> list[str]:
     return [f"{r.name} @ {r.url} --hash=sha256:{r.sha256}" for r in records]
 
 
-def copies(item: ResolvedEnv) -> bool:
-    """True for an env built with ``link: copy``; one that names no ``link`` is hard-linked."""
-    return getattr(item, "link", "hardlink") == "copy"
-
-
 #: what makes micromamba and uv copy files instead of hard-linking them from their caches
 MAMBA_COPY = " --always-copy"
 UV_COPY = " --link-mode copy"
@@ -230,7 +230,7 @@ def receipt_for(item: ResolvedEnv, *, created: float) -> Receipt:
         interpreter=item.interpreter.version if item.interpreter else None,
         engine=ENGINE_NAME,
         created=created,
-        link="copy" if copies(item) else "hardlink",
+        link=item.link,
     )
 
 

@@ -32,7 +32,7 @@ from cema.engines.micromamba.binary import (
     micromamba_version,
     stored_binary,
 )
-from cema.engines.micromamba.common import explicit_lines
+from cema.engines.micromamba.common import MAMBA_COPY, explicit_lines
 from cema.errors import CommandFailedError, EngineUnavailableError
 from cema.store import Store
 
@@ -122,7 +122,7 @@ class MicromambaEngine:
                 explicit,
             ]
             if step.link == "copy":  # files of the prefix's own, none shared with the cache
-                argv.append("--always-copy")
+                argv.append(MAMBA_COPY.strip())
 
             def on_line(line: str) -> None:
                 log.info("%s", line)

@@ -14,7 +14,6 @@ from cema.engines.micromamba.common import (
     _ps_word,
     _python_in,
     _Secrets,
-    copies,
     explicit_lines,
     pip_lines,
     powershell_quote,
@@ -85,7 +84,7 @@ def _ps_lines(parts_lines: Sequence[Sequence[_Part]], target: str) -> list[str]:
 def _ps_build(item: ResolvedEnv, *, label: str, secrets: _Secrets, created: float) -> list[str]:
     a = item.address
     content = item.content
-    copy = copies(item)
+    copy = item.link == "copy"
     prefix = f'"$Store\\envs\\{a}"'
     python = '"' + _python_in(f"$Store\\envs\\{a}", content, "\\") + '"'
     body: list[str] = [
