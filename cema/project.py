@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import xxhash
 
+from cema._fs import stat_signature
 from cema._paths import find_spec_file
 from cema.engines import Builder, Reporter, Solver, default_solver, get_builder
-from cema.errors import LockError
+from cema.errors import CemaError, LockError
 from cema.model.lock import LOCK_FILENAME, Lockfile, check_fresh, stale_envs
 from cema.model.lockio import read_lock, write_lock
 from cema.model.plan import Plan
@@ -64,6 +65,8 @@ class Project:
         self._builder = engine
         self._solver = solver
         self.platform = current_platform()
+        #: the signature of cema.lock as the last whole-project sync used it, if fresh
+        self.fresh_lock_signature: list[int] | None = None
         #: what the last resolution (``lock``, or a re-lock by ``sync``/``plan``) changed
         self.last_lock_diff: LockDiff | None = None
 
@@ -193,6 +196,15 @@ class Project:
             lock = relock(names=stale, reporter=reporter)
         return lock
 
+    def _fresh_signature(self, lock: Lockfile) -> list[int] | None:
+        """The lock file's signature if ``lock`` matches cema.yaml (a ``--frozen`` sync may use a
+        stale one, an ``auto`` one may keep envs no longer declared), else None."""
+        try:
+            check_fresh(self.spec, lock)
+            return stat_signature(self.lock_path)
+        except (CemaError, OSError):
+            return None
+
     def links(self, names: Sequence[str], link: LinkMode | None = None) -> dict[str, LinkMode]:
         """Each env's link mode: ``link`` when given (``--link``), else its own in cema.yaml."""
         if link is not None and link not in get_args(LinkMode):
@@ -256,6 +268,8 @@ class Project:
         ``link`` each has in cema.yaml (``cema sync --link copy``).
         """
         lock = self._lock_for_sync(names, mode, reporter=reporter)
+        if not names:  # what a no-op stamp may vouch for (``cema.stamp``)
+            self.fresh_lock_signature = self._fresh_signature(lock)
         selected = list(names) or sorted(self.spec.environments)
         links = self.links(selected, link)
         return sync_lock(

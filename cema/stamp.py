@@ -42,7 +42,7 @@ def noop_message(count: int) -> str:
 
 def _store_key(store: str | None) -> str:
     """``--store``/``$CEMA_STORE`` as given, made absolute (it is relative to the cwd)."""
-    return "" if store is None else str(Path(store).expanduser().absolute())
+    return "" if store is None else str(Path(store).expanduser().resolve())
 
 
 def _stamp_path(spec_file: Path, store: str | None) -> Path:
@@ -53,7 +53,9 @@ def _stamp_path(spec_file: Path, store: str | None) -> Path:
 
 def _key(spec_file: Path, spec: bytes, lock_file: Path, lock: bytes, store: str | None) -> str:
     digest = xxhash.xxh3_128()
-    for part in (__version__, current_platform(), str(spec_file), _store_key(store)):
+    # the home folder: `store: ~/x` in cema.yaml depends on it
+    home = str(Path.home())
+    for part in (__version__, current_platform(), str(spec_file), _store_key(store), home):
         digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
     digest.update(len(spec).to_bytes(8, "little") + spec)
     digest.update(str(lock_file).encode("utf-8", "surrogateescape") + b"\0" + lock)
@@ -68,6 +70,13 @@ def _pythons() -> list[str]:
     except OSError:
         pyenv = []
     return [base, ".".join(map(str, sys.version_info[:3])), *pyenv]
+
+
+def _chosen_first(home: str) -> bool:
+    """Whether a venv's base interpreter folder is the running one's or one of pyenv's (the
+    candidates ``_pythons`` lists), not one that uv found after them."""
+    base = Path(getattr(sys, "_base_executable", None) or sys.executable)
+    return Path(home) == base.parent or Path(home).parent.parent == pyenv_versions_dir()
 
 
 def _venv_home(prefix: Path) -> str | None:
@@ -89,6 +98,7 @@ def record(
     *,
     store: str | None,
     witnesses: dict[str, list[int]],
+    signatures: tuple[list[int], list[int]],
     prefixes: list[Path],
     count: int,
 ) -> None:
@@ -96,12 +106,18 @@ def record(
 
     ``witnesses``: every file whose change must send the next sync the long way (receipts,
     the registration) with the stat its soundness was checked at; ``prefixes``: the envs'
-    prefixes (a venv among them adds its interpreters). Best effort: a cache.
+    prefixes (a venv among them adds its interpreters); ``signatures``: of the spec before it
+    was read and of the lock as the sync used it (fresh): a file edited since gets no stamp.
+    Best effort: a cache.
     """
     try:
         spec = read_capped(spec_file, SPEC_LIMIT)
         lock = read_capped(lock_file, LOCK_LIMIT)
+        if [stat_signature(spec_file), stat_signature(lock_file)] != list(signatures):
+            return
         homes = {home for home in map(_venv_home, prefixes) if home is not None}
+        if not all(_chosen_first(home) for home in homes):
+            return  # an interpreter uv found: what uv would find next is not known here
         files = {**witnesses, **{home: stat_signature(Path(home)) for home in homes}}
     except OSError:
         return

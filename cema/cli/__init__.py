@@ -376,10 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CemaError as exc:
         return _report(str(exc), exc.hint)
     args = parser.parse_args(given)
-    if args.color != "auto":
-        from cema.cli.progress import set_color
+    from cema.cli.progress import set_color
 
-        set_color(args.color)
+    set_color(args.color)  # `--color auto` wins over $CEMA_COLOR too
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))

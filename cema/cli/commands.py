@@ -188,8 +188,12 @@ def _progress(args: argparse.Namespace) -> Any:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Make the store match the lock."""
     from cema import stamp
+    from cema._fs import stat_signature
+    from cema._paths import find_spec_file
     from cema.cli import output
 
+    # taken before cema.yaml is read: an edit during the sync then gets no stamp
+    spec_signature = stat_signature(find_spec_file(Path(args.project) if args.project else None))
     project = _project(args)
     result = project.sync(
         names=args.env or (),
@@ -208,7 +212,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(stamp.noop_message(len(result.prefixes)))
         else:
             output.print_plan(result.plan, project.store)
-    if not args.env and args.link is None and project.spec.path is not None:
+    lock_signature = project.fresh_lock_signature
+    if not args.env and args.link is None and project.spec.path and lock_signature:
         # every env is ready now: the next plain `cema sync` can say so from a few stats
         witnesses = project.store.ready_witnesses(
             project.lock_path, [prefix.name for prefix in result.prefixes.values()]
@@ -219,6 +224,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 project.lock_path,
                 store=args.store,
                 witnesses=witnesses,
+                signatures=(spec_signature, lock_signature),
                 prefixes=list(result.prefixes.values()),
                 count=len(result.prefixes),
             )

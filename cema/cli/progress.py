@@ -7,6 +7,8 @@ import os
 import sys
 import threading
 
+from cema._paths import env_yes_no
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
@@ -88,7 +90,7 @@ class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def progress_on(args: argparse.Namespace) -> bool:
     """Draw progress: stderr is a TTY (``$TERM`` not ``dumb``), and neither ``-q``,
     ``--no-progress``/``$CEMA_NO_PROGRESS`` nor ``$CI`` say otherwise."""
-    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+    ci = env_yes_no("CI") is not False  # any value but a plain no means CI
     if args.quiet or args.no_progress or ci or os.environ.get("TERM") == "dumb":
         return False
     return sys.stderr.isatty()

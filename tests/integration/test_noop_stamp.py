@@ -143,3 +143,26 @@ def test_a_venv_s_stamp_holds_only_while_its_interpreters_do(
     printed, models = _models_loaded(folder, store, "sync", env=env)
     assert printed == UP_TO_DATE
     assert "cema.model.lock" in models
+
+
+def test_a_sync_from_a_stale_lock_leaves_no_stamp(
+    local_channel: Path, make_project, run_cema, store: cema.Store
+) -> None:
+    # `--frozen` installs a lock that no longer matches cema.yaml: `--locked` must still refuse
+    folder = make_project(demo_yaml(local_channel))
+    run_cema("sync", cwd=folder)
+    spec = folder / "cema.yaml"
+    spec.write_text(spec.read_text().replace("cemademo=1.0", "cemademo=2.0"))
+    run_cema("sync", "--frozen", cwd=folder)
+    out = run_cema("sync", "--locked", cwd=folder, check=False)
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.startswith("error:")
+    # an auto sync keeps the locked env no longer declared: `--locked` refuses that lock too
+    run_cema("sync", cwd=folder)
+    spec.write_text(spec.read_text() + "  other:\n    conda: [python]\n")
+    run_cema("sync", cwd=folder)
+    spec.write_text(spec.read_text().replace("  other:\n    conda: [python]\n", ""))
+    run_cema("sync", cwd=folder)
+    out = run_cema("sync", "--locked", cwd=folder, check=False)
+    assert out.returncode == 1, out.stdout
+    assert "other" in out.stderr
