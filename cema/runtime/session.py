@@ -117,6 +117,7 @@ class Session:
         ``None`` for ``what``: a call, named by its module and function (text built on error).
         """
         lock = self.lock
+        released = False  # set before reading can be taken: see the `finally` below
         with lock:
             if self.death is not None:
                 raise self.death.error()
@@ -126,34 +127,33 @@ class Session:
             lead = timeout is None and not self.reading
             if lead:
                 self.reading = True
+        # from here on a leader gives reading up whatever ends its turn: a pickling error, or
+        # a KeyboardInterrupt between any two steps (else every later call waits as a follower)
         try:
-            frame, segments = protocol.encode(
-                kind, request_id, obj, outbox=self.outbox, inbox=self.inbox
-            )
-        except Exception as exc:
-            with lock:
-                self.pending.pop(request_id, None)
-                if lead:
-                    self._stop_reading_locked()
-            raise WorkerError(
-                f"The arguments of {_what(what, obj)} cannot be pickled to send them to worker "
-                f"{self.name!r} ({type(exc).__name__}: {exc})."
-            ) from exc
-        if segments:
-            slot.segments = segments
-        try:
-            with self.send_lock:
-                self.channel.send(frame)
-        except (OSError, ValueError):
-            pass  # the worker is gone: reading reports why
-        if lead:
-            released = False
             try:
+                frame, segments = protocol.encode(
+                    kind, request_id, obj, outbox=self.outbox, inbox=self.inbox
+                )
+            except Exception as exc:
+                with lock:
+                    self.pending.pop(request_id, None)
+                raise WorkerError(
+                    f"The arguments of {_what(what, obj)} cannot be pickled to send them to "
+                    f"worker {self.name!r} ({type(exc).__name__}: {exc})."
+                ) from exc
+            if segments:
+                slot.segments = segments
+            try:
+                with self.send_lock:
+                    self.channel.send(frame)
+            except (OSError, ValueError):
+                pass  # the worker is gone: reading reports why
+            if lead:
                 released = self._read_until(slot, None)
-            finally:
-                if not released:
-                    with lock:
-                        self._stop_reading_locked()
+        finally:
+            if lead and not released:
+                with lock:
+                    self._stop_reading_locked()
         if not slot.done:
             self._wait(slot, None if timeout is None else time.monotonic() + timeout)
         reply = slot.reply
